@@ -216,6 +216,34 @@ fixed_type!(
     TokenAmount,
     0
 );
+fixed_type!(
+    /// An amount in *whole* tokens as people write it (`"1.5"` BTC), scale 10^18. It is converted to native units
+    /// with the asset's decimals by [`TokenQuantity::to_native_exact`], which refuses to round.
+    TokenQuantity,
+    TOKEN_QUANTITY_DECIMALS
+);
+
+/// Decimal exponent of [`TokenQuantity`]; also the most decimals an asset may have.
+pub const TOKEN_QUANTITY_DECIMALS: u32 = 18;
+
+impl TokenQuantity {
+    /// Native units of this quantity for a token with `decimals` decimals, or `None` when the quantity has more
+    /// fractional digits than the token (it would have to be rounded).
+    pub fn to_native_exact(self, decimals: u8) -> Option<TokenAmount> {
+        let shift = TOKEN_QUANTITY_DECIMALS.checked_sub(decimals as u32)?;
+        let unit = 10i128.pow(shift);
+        (self.0 % unit == 0).then(|| TokenAmount(self.0 / unit))
+    }
+    /// This native amount in whole tokens (exact for `decimals <= 18`).
+    pub fn from_native(amount: TokenAmount, decimals: u8) -> NumResult<TokenQuantity> {
+        let shift = TOKEN_QUANTITY_DECIMALS
+            .checked_sub(decimals as u32)
+            .ok_or(NumError::Domain { op: "TokenQuantity::from_native (decimals)" })?;
+        amount.0.checked_mul(10i128.pow(shift)).map(TokenQuantity).ok_or(NumError::Overflow {
+            op: "TokenQuantity::from_native",
+        })
+    }
+}
 
 impl Ratio {
     /// `self * other`, rounded toward negative infinity.

@@ -1,0 +1,206 @@
+//! The engine's whole input language ([`Command`]) and output language ([`Event`], [`Rejection`]).
+//!
+//! Every command carries the timestamp the sequencer assigned (seconds); the engine never reads a clock.
+//! Amounts are whole tokens written as decimal strings ([`TokenQuantity`], `"1.5"`), converted to native units with
+//! the asset's decimals, and refused if they would need rounding. `docs/commands.md` documents the JSON shapes.
+
+use crate::config::AssetConfig;
+use crate::health::Health;
+use ballast_num::{Price, Quote, Ratio, TokenQuantity};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies an account owner (a key in later issues).
+pub type OwnerId = u64;
+/// Identifies a sub-account; assigned by the engine in opening order, from 0.
+pub type SubAccountId = u32;
+
+/// How a sub-account is margined, as commands and events name it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MarginSpec {
+    /// All balances share one collateral pool.
+    Cross,
+    /// Bound to one asset: holds only that asset and the quote asset; margined alone.
+    Isolated(String),
+}
+
+/// One command, stamped by the sequencer.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Command {
+    /// Sequencer time, seconds. Never earlier than the previous command's.
+    pub timestamp: u64,
+    #[serde(flatten)]
+    pub kind: CommandKind,
+}
+
+/// What a command asks for.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommandKind {
+    /// Registers an owner.
+    CreateAccount { owner: OwnerId },
+    /// Opens a sub-account for an owner.
+    OpenSubAccount { owner: OwnerId, margin: MarginSpec },
+    /// Tokens enter from outside: repays debt in that asset first, the rest is deposited.
+    Deposit {
+        sub_account: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+    },
+    /// Tokens leave: from the deposit first, then (unless `reduce_only`) borrowed, if health allows.
+    Withdraw {
+        sub_account: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+        #[serde(default)]
+        reduce_only: bool,
+    },
+    /// Moves a deposit between two sub-accounts of the same owner (never borrows).
+    Transfer {
+        from: SubAccountId,
+        to: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+    },
+    /// A new oracle observation.
+    OraclePrice {
+        asset: String,
+        price: Price,
+        confidence: Price,
+        publish_time: u64,
+    },
+    /// Accrues interest on one pool, or on all when `asset` is absent.
+    AccrueInterest {
+        #[serde(default)]
+        asset: Option<String>,
+    },
+    /// Lists a new asset (administrative).
+    ListAsset { asset: Box<AssetConfig> },
+}
+
+impl Command {
+    /// Parses one command from JSON, rejecting unknown fields and floats, with a message that names the problem.
+    pub fn from_json(text: &str) -> Result<Command, String> {
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let object = value
+            .as_object_mut()
+            .ok_or("a command must be a JSON object")?;
+        let timestamp = object
+            .remove("timestamp")
+            .ok_or("missing field `timestamp`")?;
+        let timestamp = timestamp
+            .as_u64()
+            .ok_or("`timestamp` must be a non-negative integer (seconds)")?;
+        let kind: CommandKind = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        Ok(Command { timestamp, kind })
+    }
+
+    /// The canonical JSON of this command (field order fixed by the types).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("commands always serialize")
+    }
+}
+
+/// What an applied command changed.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    AccountCreated {
+        owner: OwnerId,
+    },
+    SubAccountOpened {
+        owner: OwnerId,
+        sub_account: SubAccountId,
+        margin: MarginSpec,
+    },
+    Deposited {
+        sub_account: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+        /// Part of `amount` that repaid debt.
+        repaid: TokenQuantity,
+        /// The sub-account's balance afterwards (negative: debt).
+        balance: TokenQuantity,
+    },
+    Withdrawn {
+        sub_account: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+        /// Part of `amount` that was borrowed.
+        borrowed: TokenQuantity,
+        balance: TokenQuantity,
+        health: Health,
+    },
+    Transferred {
+        from: SubAccountId,
+        to: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+    },
+    PriceUpdated {
+        asset: String,
+        price: Price,
+        confidence: Price,
+        reference_price: Price,
+        publish_time: u64,
+    },
+    InterestAccrued {
+        asset: String,
+        elapsed_s: u64,
+        /// Annual borrow rate over the period.
+        borrow_rate: Ratio,
+        borrow_index: Ratio,
+        supply_index: Ratio,
+        /// Tokens credited to the treasury by this accrual.
+        to_treasury: TokenQuantity,
+    },
+    /// Maintenance health crossed below zero: the sub-account may be liquidated.
+    MarginCall {
+        sub_account: SubAccountId,
+        owner: OwnerId,
+        maintenance_health: Quote,
+    },
+    /// Maintenance health crossed back to zero or above.
+    MarginRecovered {
+        sub_account: SubAccountId,
+        owner: OwnerId,
+        maintenance_health: Quote,
+    },
+    AssetListed {
+        asset: String,
+        index: u16,
+    },
+}
+
+/// Why a command was refused. The state is exactly as before.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable machine-readable reason (`insufficient_health`, `stale_oracle`, ...).
+    pub code: &'static str,
+    /// What exactly was wrong, for people.
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl From<ballast_num::NumError> for Rejection {
+    fn from(e: ballast_num::NumError) -> Rejection {
+        Rejection::new("arithmetic", e.to_string())
+    }
+}

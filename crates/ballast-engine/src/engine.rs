@@ -1,0 +1,1080 @@
+//! The state machine: [`Engine::apply`] takes one [`Command`] and either applies it whole, returning [`Event`]s, or
+//! rejects it, leaving the state (and its hash) exactly as before.
+//!
+//! Every handler follows the same shape: look everything up and validate, compute the new values on copies
+//! (a pool, a balance), check the result (caps, liquidity, health), and only then write the copies back. Nothing is
+//! written before the last check, so a rejection cannot half-apply.
+
+use crate::command::{Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SubAccountId};
+use crate::config::{
+    validate_asset, AssetConfig, CollateralMode, ProtocolConfig, ProtocolSection, TierConfig,
+};
+use crate::health::{AssetRisk, Health, HealthCache};
+use crate::limits::{
+    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_OWNERS, MAX_SUB_ACCOUNTS,
+    MAX_SUB_ACCOUNTS_PER_OWNER,
+};
+use crate::oracle::OraclePrice;
+use crate::pool::Pool;
+use ballast_num::{NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
+use std::collections::BTreeMap;
+
+/// Index of a listed asset, in listing order.
+pub type AssetIdx = u16;
+
+/// How a sub-account is margined, by asset index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarginKind {
+    Cross,
+    Isolated(AssetIdx),
+}
+
+/// One token balance of a sub-account: positive scaled units are a deposit (against the supply index), negative a
+/// borrow (against the borrow index). Never zero: a balance that reaches zero is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Balance {
+    pub asset: AssetIdx,
+    pub scaled: i128,
+    /// Position of this sub-account in the asset's holder list (derived state, not hashed).
+    holder_slot: u32,
+}
+
+/// A sub-account: its own balances and its own health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubAccount {
+    pub owner: OwnerId,
+    pub margin: MarginKind,
+    /// Sorted by asset index, at most [`MAX_BALANCES_PER_SUB_ACCOUNT`].
+    pub balances: Vec<Balance>,
+    /// Maintenance health was below zero at the last evaluation (a margin call is open).
+    pub below_maintenance: bool,
+}
+
+impl SubAccount {
+    pub fn scaled(&self, asset: AssetIdx) -> i128 {
+        self.balances
+            .iter()
+            .find(|b| b.asset == asset)
+            .map_or(0, |b| b.scaled)
+    }
+}
+
+/// The engine's whole state.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) protocol: ProtocolSection,
+    pub(crate) tiers: Vec<TierConfig>,
+    pub(crate) assets: Vec<AssetConfig>,
+    pub(crate) quote_asset: AssetIdx,
+    pub(crate) asset_by_symbol: BTreeMap<String, AssetIdx>,
+    pub(crate) pools: Vec<Pool>,
+    pub(crate) oracles: Vec<Option<OraclePrice>>,
+    pub(crate) owners: BTreeMap<OwnerId, Vec<SubAccountId>>,
+    pub(crate) sub_accounts: Vec<SubAccount>,
+    /// Per asset, the sub-accounts with a non-zero balance in it (derived; order is an implementation detail).
+    pub(crate) holders: Vec<Vec<SubAccountId>>,
+    /// Sequencer time of the last applied command, seconds.
+    pub(crate) now_s: u64,
+    /// Commands applied so far.
+    pub(crate) applied: u64,
+}
+
+type Applied = Result<Vec<Event>, Rejection>;
+
+fn reject(code: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection::new(code, message)
+}
+
+impl Engine {
+    /// A new engine with the protocol file's assets listed, at time `genesis_s`.
+    pub fn new(config: ProtocolConfig, genesis_s: u64) -> Engine {
+        let quote = config.protocol.quote_asset.clone();
+        let mut engine = Engine {
+            protocol: config.protocol,
+            tiers: config.tiers,
+            assets: Vec::new(),
+            quote_asset: 0,
+            asset_by_symbol: BTreeMap::new(),
+            pools: Vec::new(),
+            oracles: Vec::new(),
+            owners: BTreeMap::new(),
+            sub_accounts: Vec::new(),
+            holders: Vec::new(),
+            now_s: genesis_s,
+            applied: 0,
+        };
+        for asset in config.assets {
+            engine.push_asset(asset);
+        }
+        engine.quote_asset = engine.asset_by_symbol[&quote];
+        engine
+    }
+
+    fn push_asset(&mut self, asset: AssetConfig) -> AssetIdx {
+        let idx = self.assets.len() as AssetIdx;
+        self.asset_by_symbol.insert(asset.symbol.clone(), idx);
+        self.assets.push(asset);
+        self.pools.push(Pool::new(self.now_s));
+        self.oracles.push(None);
+        self.holders.push(Vec::new());
+        idx
+    }
+
+    /// Applies one command: all of it, or (with a [`Rejection`]) none of it.
+    pub fn apply(&mut self, command: &Command) -> Applied {
+        if command.timestamp < self.now_s {
+            return Err(reject(
+                "time_goes_backwards",
+                format!(
+                    "timestamp {} is before the previous command's {}",
+                    command.timestamp, self.now_s
+                ),
+            ));
+        }
+        let now = command.timestamp;
+        let events = match &command.kind {
+            CommandKind::CreateAccount { owner } => self.create_account(*owner),
+            CommandKind::OpenSubAccount { owner, margin } => self.open_sub_account(*owner, margin),
+            CommandKind::Deposit {
+                sub_account,
+                asset,
+                amount,
+            } => self.deposit(now, *sub_account, asset, *amount),
+            CommandKind::Withdraw {
+                sub_account,
+                asset,
+                amount,
+                reduce_only,
+            } => self.withdraw(now, *sub_account, asset, *amount, *reduce_only),
+            CommandKind::Transfer {
+                from,
+                to,
+                asset,
+                amount,
+            } => self.transfer(now, *from, *to, asset, *amount),
+            CommandKind::OraclePrice {
+                asset,
+                price,
+                confidence,
+                publish_time,
+            } => self.oracle_price(now, asset, *price, *confidence, *publish_time),
+            CommandKind::AccrueInterest { asset } => self.accrue_interest(now, asset.as_deref()),
+            CommandKind::ListAsset { asset } => self.list_asset(now, asset),
+        }?;
+        self.now_s = now;
+        self.applied += 1;
+        #[cfg(debug_assertions)]
+        self.check_invariants()
+            .expect("invariant broken by an applied command");
+        Ok(events)
+    }
+
+    // ----- lookups -------------------------------------------------------------------------------------------
+
+    fn asset_idx(&self, symbol: &str) -> Result<AssetIdx, Rejection> {
+        self.asset_by_symbol
+            .get(symbol)
+            .copied()
+            .ok_or_else(|| reject("unknown_asset", format!("asset {symbol} is not listed")))
+    }
+
+    fn sub_account(&self, id: SubAccountId) -> Result<&SubAccount, Rejection> {
+        self.sub_accounts.get(id as usize).ok_or_else(|| {
+            reject(
+                "unknown_sub_account",
+                format!("sub-account {id} does not exist"),
+            )
+        })
+    }
+
+    fn native(&self, asset: AssetIdx, amount: TokenQuantity) -> Result<TokenAmount, Rejection> {
+        let a = &self.assets[asset as usize];
+        if amount.raw() <= 0 {
+            return Err(reject(
+                "bad_amount",
+                format!("amount {amount} {} must be positive", a.symbol),
+            ));
+        }
+        amount.to_native_exact(a.decimals).ok_or_else(|| {
+            reject(
+                "bad_amount",
+                format!(
+                    "amount {amount} {} has more than {} decimal places",
+                    a.symbol, a.decimals
+                ),
+            )
+        })
+    }
+
+    fn quantity(&self, asset: AssetIdx, amount: TokenAmount) -> Result<TokenQuantity, Rejection> {
+        Ok(TokenQuantity::from_native(
+            amount,
+            self.assets[asset as usize].decimals,
+        )?)
+    }
+
+    fn label(&self) -> &str {
+        &self.assets[self.quote_asset as usize].symbol
+    }
+
+    /// May this sub-account hold a balance (either sign) in this asset?
+    fn check_may_hold(
+        &self,
+        sub: &SubAccount,
+        id: SubAccountId,
+        asset: AssetIdx,
+    ) -> Result<(), Rejection> {
+        let symbol = &self.assets[asset as usize].symbol;
+        match sub.margin {
+            MarginKind::Cross if self.assets[asset as usize].collateral == CollateralMode::IsolatedOnly => Err(reject(
+                "isolated_only_asset",
+                format!("asset {symbol} may only be held in an isolated sub-account bound to it; sub-account {id} is cross"),
+            )),
+            MarginKind::Isolated(bound) if asset != bound && asset != self.quote_asset => Err(reject(
+                "not_allowed_in_isolated",
+                format!(
+                    "isolated sub-account {id} holds only {} and {}, not {symbol}",
+                    self.assets[bound as usize].symbol,
+                    self.label()
+                ),
+            )),
+            _ => {
+                if sub.scaled(asset) == 0 && sub.balances.len() >= MAX_BALANCES_PER_SUB_ACCOUNT {
+                    return Err(reject(
+                        "too_many_balances",
+                        format!("sub-account {id} already holds {MAX_BALANCES_PER_SUB_ACCOUNT} assets"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// What health needs to know about an asset at time `now`.
+    pub(crate) fn asset_risk(&self, asset: AssetIdx, now_s: u64) -> NumResult<AssetRisk> {
+        let config = &self.assets[asset as usize];
+        let pool = &self.pools[asset as usize];
+        let oracle = self.oracles[asset as usize];
+        let problem = match &oracle {
+            None => Some(crate::oracle::PriceProblem::Missing),
+            Some(o) => o.problem(now_s, &config.oracle)?,
+        };
+        let mut initial_asset_weight = config.initial_asset_weight;
+        let threshold = config
+            .concentration_threshold
+            .to_native_exact(config.decimals)
+            .unwrap_or(TokenAmount::ZERO);
+        if threshold.is_positive() {
+            let supplied = pool.total_supplied()?;
+            if supplied > threshold {
+                let scale = Ratio::from_fraction(threshold.raw(), supplied.raw(), Rounding::Floor)?;
+                initial_asset_weight = initial_asset_weight.mul_floor(scale)?;
+            }
+        }
+        Ok(AssetRisk {
+            decimals: config.decimals,
+            oracle,
+            problem,
+            initial_asset_weight,
+            maintenance_asset_weight: config.maintenance_asset_weight,
+            initial_liability_weight: config.initial_liability_weight,
+            maintenance_liability_weight: config.maintenance_liability_weight,
+            size_premium_factor: config.size_premium_factor,
+            liquidation_end_fraction: self.protocol.liquidation_end_fraction,
+            supply_index: pool.supply_index,
+            borrow_index: pool.projected_borrow_index(now_s, &config.interest)?,
+        })
+    }
+
+    /// Native amount of a scaled balance under `risk`'s indices, rounded against the holder.
+    #[inline]
+    fn native_of(scaled: i128, risk: &AssetRisk) -> NumResult<TokenAmount> {
+        if scaled >= 0 {
+            ballast_num::mul_div(
+                scaled,
+                risk.supply_index.raw(),
+                ballast_num::RATIO_SCALE,
+                Rounding::Floor,
+            )
+            .map(TokenAmount::from_raw)
+        } else {
+            crate::pool::borrow_native_at(-scaled, risk.borrow_index)?.checked_neg()
+        }
+    }
+
+    /// A health cache of a sub-account at time `now`, with `overrides` (asset, scaled) replacing balances.
+    fn health_cache(
+        &self,
+        sub: &SubAccount,
+        now_s: u64,
+        overrides: &[(AssetIdx, i128)],
+    ) -> NumResult<HealthCache> {
+        let mut cache = HealthCache::new();
+        let mut add = |asset: AssetIdx, scaled: i128| -> NumResult<()> {
+            let risk = self.asset_risk(asset, now_s)?;
+            let ok = cache.set(asset, Self::native_of(scaled, &risk)?, &risk)?;
+            debug_assert!(ok, "balance count is checked before health");
+            Ok(())
+        };
+        for b in &sub.balances {
+            let scaled = overrides
+                .iter()
+                .find(|(a, _)| *a == b.asset)
+                .map_or(b.scaled, |(_, s)| *s);
+            add(b.asset, scaled)?;
+        }
+        for &(asset, scaled) in overrides {
+            if sub.scaled(asset) == 0 && scaled != 0 {
+                add(asset, scaled)?;
+            }
+        }
+        Ok(cache)
+    }
+
+    /// Health of a sub-account at the three levels, at the engine's current time.
+    pub fn health(&self, id: SubAccountId) -> Result<Health, Rejection> {
+        let sub = self.sub_account(id)?;
+        Ok(self.health_cache(sub, self.now_s, &[])?.health()?)
+    }
+
+    /// Checks that a sub-account with `overrides` applied may take new risk: initial health under the oracle guard
+    /// rails must be non-negative. Returns the resulting three-level health.
+    fn check_new_risk(
+        &self,
+        id: SubAccountId,
+        action: &str,
+        now_s: u64,
+        overrides: &[(AssetIdx, i128)],
+    ) -> Result<Health, Rejection> {
+        let sub = self.sub_account(id)?;
+        let cache = self.health_cache(sub, now_s, overrides)?;
+        match cache.initial_for_new_risk()? {
+            Err(blocked) => Err(reject(
+                blocked.problem.code(),
+                format!(
+                    "{action} is blocked: oracle for {} {}",
+                    self.assets[blocked.asset as usize].symbol, blocked.problem
+                ),
+            )),
+            Ok(initial) if initial.is_negative() => Err(reject(
+                "insufficient_health",
+                format!(
+                    "{action} would leave initial health at {} {}",
+                    initial,
+                    self.label()
+                ),
+            )),
+            Ok(_) => Ok(cache.health()?),
+        }
+    }
+
+    // ----- balance bookkeeping -------------------------------------------------------------------------------
+
+    /// Sets a sub-account's scaled balance in an asset, keeping balances sorted and the holder index true.
+    fn set_balance(&mut self, id: SubAccountId, asset: AssetIdx, scaled: i128) {
+        let sub = &mut self.sub_accounts[id as usize];
+        match sub.balances.binary_search_by_key(&asset, |b| b.asset) {
+            Ok(pos) if scaled != 0 => sub.balances[pos].scaled = scaled,
+            Ok(pos) => {
+                let slot = sub.balances.remove(pos).holder_slot as usize;
+                let holders = &mut self.holders[asset as usize];
+                holders.swap_remove(slot);
+                if let Some(&moved) = holders.get(slot) {
+                    let b = self.sub_accounts[moved as usize]
+                        .balances
+                        .iter_mut()
+                        .find(|b| b.asset == asset)
+                        .expect("holder index lists only holders");
+                    b.holder_slot = slot as u32;
+                }
+            }
+            Err(_) if scaled == 0 => {}
+            Err(pos) => {
+                assert!(
+                    sub.balances.len() < MAX_BALANCES_PER_SUB_ACCOUNT,
+                    "balance count checked before"
+                );
+                let holders = &mut self.holders[asset as usize];
+                sub.balances.insert(
+                    pos,
+                    Balance {
+                        asset,
+                        scaled,
+                        holder_slot: holders.len() as u32,
+                    },
+                );
+                holders.push(id);
+            }
+        }
+    }
+
+    /// Re-evaluates maintenance health of the given sub-accounts and emits margin calls and recoveries for those
+    /// that crossed zero. `risks` holds every asset's [`AssetRisk`] at time `now`.
+    fn refresh_margin_flags(
+        &mut self,
+        ids: &[SubAccountId],
+        risks: &[AssetRisk],
+        events: &mut Vec<Event>,
+    ) -> NumResult<()> {
+        let mut crossed = Vec::new();
+        for &id in ids {
+            let sub = &self.sub_accounts[id as usize];
+            let maintenance = maintenance_health(sub, risks)?;
+            let below = maintenance.is_negative();
+            if below != sub.below_maintenance {
+                crossed.push((id, maintenance));
+            }
+        }
+        crossed.sort_unstable_by_key(|(id, _)| *id);
+        for (id, maintenance_health) in crossed {
+            let sub = &mut self.sub_accounts[id as usize];
+            sub.below_maintenance = maintenance_health.is_negative();
+            let owner = sub.owner;
+            events.push(if sub.below_maintenance {
+                Event::MarginCall {
+                    sub_account: id,
+                    owner,
+                    maintenance_health,
+                }
+            } else {
+                Event::MarginRecovered {
+                    sub_account: id,
+                    owner,
+                    maintenance_health,
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// [`AssetRisk`] of every asset at time `now`.
+    pub(crate) fn all_risks(&self, now_s: u64) -> NumResult<Vec<AssetRisk>> {
+        (0..self.assets.len() as AssetIdx)
+            .map(|a| self.asset_risk(a, now_s))
+            .collect()
+    }
+
+    fn refresh_touched(
+        &mut self,
+        now_s: u64,
+        ids: &[SubAccountId],
+        events: &mut Vec<Event>,
+    ) -> NumResult<()> {
+        let risks = self.all_risks(now_s)?;
+        self.refresh_margin_flags(ids, &risks, events)
+    }
+
+    // ----- handlers ------------------------------------------------------------------------------------------
+
+    fn create_account(&mut self, owner: OwnerId) -> Applied {
+        if self.owners.contains_key(&owner) {
+            return Err(reject(
+                "duplicate_owner",
+                format!("owner {owner} already exists"),
+            ));
+        }
+        if self.owners.len() >= MAX_OWNERS {
+            return Err(reject(
+                "limit",
+                format!("the engine holds its maximum of {MAX_OWNERS} owners"),
+            ));
+        }
+        self.owners.insert(owner, Vec::new());
+        Ok(vec![Event::AccountCreated { owner }])
+    }
+
+    fn open_sub_account(&mut self, owner: OwnerId, margin: &MarginSpec) -> Applied {
+        let Some(existing) = self.owners.get(&owner) else {
+            return Err(reject(
+                "unknown_owner",
+                format!("owner {owner} does not exist"),
+            ));
+        };
+        if existing.len() >= MAX_SUB_ACCOUNTS_PER_OWNER {
+            return Err(reject(
+                "limit",
+                format!("owner {owner} already has the maximum of {MAX_SUB_ACCOUNTS_PER_OWNER} sub-accounts"),
+            ));
+        }
+        if self.sub_accounts.len() >= MAX_SUB_ACCOUNTS {
+            return Err(reject(
+                "limit",
+                format!("the engine holds its maximum of {MAX_SUB_ACCOUNTS} sub-accounts"),
+            ));
+        }
+        let kind = match margin {
+            MarginSpec::Cross => MarginKind::Cross,
+            MarginSpec::Isolated(symbol) => {
+                let asset = self.asset_idx(symbol)?;
+                if asset == self.quote_asset {
+                    return Err(reject(
+                        "bad_isolation",
+                        format!(
+                            "an isolated sub-account is bound to a non-quote asset, not {symbol}"
+                        ),
+                    ));
+                }
+                MarginKind::Isolated(asset)
+            }
+        };
+        let id = self.sub_accounts.len() as SubAccountId;
+        self.sub_accounts.push(SubAccount {
+            owner,
+            margin: kind,
+            balances: Vec::new(),
+            below_maintenance: false,
+        });
+        self.owners.get_mut(&owner).expect("checked above").push(id);
+        Ok(vec![Event::SubAccountOpened {
+            owner,
+            sub_account: id,
+            margin: margin.clone(),
+        }])
+    }
+
+    fn deposit(
+        &mut self,
+        now_s: u64,
+        id: SubAccountId,
+        symbol: &str,
+        amount: TokenQuantity,
+    ) -> Applied {
+        let asset = self.asset_idx(symbol)?;
+        let native = self.native(asset, amount)?;
+        let sub = self.sub_account(id)?;
+        self.check_may_hold(sub, id, asset)?;
+        let config = &self.assets[asset as usize];
+        let mut pool = self.pools[asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let mut scaled = sub.scaled(asset);
+        let mut repaid = TokenAmount::ZERO;
+        if scaled < 0 {
+            let owed = pool.borrow_native(-scaled)?;
+            repaid = native.min(owed);
+            scaled += pool.repay(repaid, -scaled)?;
+        }
+        let rest = native.checked_sub(repaid)?;
+        if rest.is_positive() {
+            debug_assert!(
+                scaled == 0,
+                "a repayment that leaves debt uses the whole amount"
+            );
+            scaled += pool.deposit(rest)?;
+            let cap = config
+                .deposit_cap
+                .to_native_exact(config.decimals)
+                .expect("validated cap");
+            let supplied = pool.total_supplied()?;
+            if supplied > cap {
+                return Err(reject(
+                    "deposit_cap",
+                    format!(
+                        "deposit would raise total {symbol} deposits to {}, above the cap of {}",
+                        self.quantity(asset, supplied)?,
+                        config.deposit_cap
+                    ),
+                ));
+            }
+        }
+        let balance = self.quantity(
+            asset,
+            Self::native_of(scaled, &self.asset_risk_with_pool(asset, &pool))?,
+        )?;
+        let repaid_q = self.quantity(asset, repaid)?;
+        // Commit.
+        self.pools[asset as usize] = pool;
+        self.set_balance(id, asset, scaled);
+        let mut events = vec![Event::Deposited {
+            sub_account: id,
+            asset: symbol.to_string(),
+            amount,
+            repaid: repaid_q,
+            balance,
+        }];
+        self.refresh_touched(now_s, &[id], &mut events)?;
+        Ok(events)
+    }
+
+    /// Indices of a pool copy as an [`AssetRisk`]-like view for valuing one balance (only the indices are used).
+    fn asset_risk_with_pool(&self, asset: AssetIdx, pool: &Pool) -> AssetRisk {
+        let config = &self.assets[asset as usize];
+        AssetRisk {
+            decimals: config.decimals,
+            oracle: None,
+            problem: None,
+            initial_asset_weight: Ratio::ZERO,
+            maintenance_asset_weight: Ratio::ZERO,
+            initial_liability_weight: Ratio::ZERO,
+            maintenance_liability_weight: Ratio::ZERO,
+            size_premium_factor: Ratio::ZERO,
+            liquidation_end_fraction: Ratio::ZERO,
+            supply_index: pool.supply_index,
+            borrow_index: pool.borrow_index,
+        }
+    }
+
+    fn withdraw(
+        &mut self,
+        now_s: u64,
+        id: SubAccountId,
+        symbol: &str,
+        amount: TokenQuantity,
+        reduce_only: bool,
+    ) -> Applied {
+        let asset = self.asset_idx(symbol)?;
+        let native = self.native(asset, amount)?;
+        let sub = self.sub_account(id)?;
+        self.check_may_hold(sub, id, asset)?;
+        let config = &self.assets[asset as usize];
+        let mut pool = self.pools[asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let held_scaled = sub.scaled(asset);
+        let held = if held_scaled > 0 {
+            pool.deposit_native(held_scaled)?
+        } else {
+            TokenAmount::ZERO
+        };
+        let from_deposit = native.min(held);
+        let borrow = native.checked_sub(from_deposit)?;
+        if borrow.is_positive() {
+            if reduce_only {
+                return Err(reject(
+                    "reduce_only",
+                    format!("withdraw of {amount} {symbol} exceeds the deposit of {} and reduce_only is set", self.quantity(asset, held)?),
+                ));
+            }
+            let cap = config
+                .borrow_cap
+                .to_native_exact(config.decimals)
+                .expect("validated cap");
+            if cap.is_zero() {
+                return Err(reject(
+                    "not_borrowable",
+                    format!("asset {symbol} cannot be borrowed (borrow_cap is 0)"),
+                ));
+            }
+        }
+        if native > pool.vault {
+            return Err(reject(
+                "insufficient_liquidity",
+                format!(
+                    "withdraw of {amount} {symbol}: only {} is available in the pool",
+                    self.quantity(asset, pool.vault)?
+                ),
+            ));
+        }
+        let mut scaled = held_scaled;
+        if from_deposit.is_positive() {
+            scaled -= pool.withdraw(from_deposit, held_scaled)?;
+        }
+        if borrow.is_positive() {
+            debug_assert!(scaled == 0);
+            scaled -= pool.borrow(borrow)?;
+            let cap = config
+                .borrow_cap
+                .to_native_exact(config.decimals)
+                .expect("validated cap");
+            let borrowed = pool.total_borrowed()?;
+            if borrowed > cap {
+                return Err(reject(
+                    "borrow_cap",
+                    format!(
+                        "borrow would raise total {symbol} borrows to {}, above the cap of {}",
+                        self.quantity(asset, borrowed)?,
+                        config.borrow_cap
+                    ),
+                ));
+            }
+        }
+        let health = self.check_new_risk(
+            id,
+            &format!("withdraw of {amount} {symbol}"),
+            now_s,
+            &[(asset, scaled)],
+        )?;
+        let balance = self.quantity(
+            asset,
+            Self::native_of(scaled, &self.asset_risk_with_pool(asset, &pool))?,
+        )?;
+        let borrowed_q = self.quantity(asset, borrow)?;
+        // Commit.
+        self.pools[asset as usize] = pool;
+        self.set_balance(id, asset, scaled);
+        let mut events = vec![Event::Withdrawn {
+            sub_account: id,
+            asset: symbol.to_string(),
+            amount,
+            borrowed: borrowed_q,
+            balance,
+            health,
+        }];
+        self.refresh_touched(now_s, &[id], &mut events)?;
+        Ok(events)
+    }
+
+    fn transfer(
+        &mut self,
+        now_s: u64,
+        from: SubAccountId,
+        to: SubAccountId,
+        symbol: &str,
+        amount: TokenQuantity,
+    ) -> Applied {
+        let asset = self.asset_idx(symbol)?;
+        let native = self.native(asset, amount)?;
+        let source = self.sub_account(from)?;
+        let target = self.sub_account(to)?;
+        if from == to {
+            return Err(reject(
+                "bad_transfer",
+                format!("transfer from sub-account {from} to itself"),
+            ));
+        }
+        if source.owner != target.owner {
+            return Err(reject(
+                "not_owner",
+                format!(
+                    "sub-accounts {from} and {to} belong to different owners ({} and {})",
+                    source.owner, target.owner
+                ),
+            ));
+        }
+        self.check_may_hold(target, to, asset)?;
+        let config = &self.assets[asset as usize];
+        let mut pool = self.pools[asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let held_scaled = source.scaled(asset).max(0);
+        let held = pool.deposit_native(held_scaled)?;
+        if native > held {
+            return Err(reject(
+                "insufficient_balance",
+                format!(
+                    "transfer of {amount} {symbol} exceeds sub-account {from}'s deposit of {}",
+                    self.quantity(asset, held)?
+                ),
+            ));
+        }
+        let target_scaled = target.scaled(asset);
+        // Out of the source as a withdrawal, into the target as a deposit (repaying its debt first).
+        let debit = pool.withdraw(native, held_scaled)?;
+        let mut credit_scaled = target_scaled;
+        let mut rest = native;
+        if target_scaled < 0 {
+            let repaid = native.min(pool.borrow_native(-target_scaled)?);
+            credit_scaled += pool.repay(repaid, -target_scaled)?;
+            rest = rest.checked_sub(repaid)?;
+        }
+        if rest.is_positive() {
+            credit_scaled += pool.deposit(rest)?;
+        }
+        // Internal move: undo the external flow counters, the vault is unchanged.
+        pool.total_in = pool.total_in.checked_sub(native)?;
+        pool.total_out = pool.total_out.checked_sub(native)?;
+        let source_scaled = held_scaled - debit;
+        self.check_new_risk(
+            from,
+            &format!("transfer of {amount} {symbol}"),
+            now_s,
+            &[(asset, source_scaled)],
+        )?;
+        // Commit.
+        self.pools[asset as usize] = pool;
+        self.set_balance(from, asset, source_scaled);
+        self.set_balance(to, asset, credit_scaled);
+        let mut events = vec![Event::Transferred {
+            from,
+            to,
+            asset: symbol.to_string(),
+            amount,
+        }];
+        self.refresh_touched(now_s, &[from, to], &mut events)?;
+        Ok(events)
+    }
+
+    fn oracle_price(
+        &mut self,
+        now_s: u64,
+        symbol: &str,
+        price: Price,
+        confidence: Price,
+        publish_time: u64,
+    ) -> Applied {
+        let asset = self.asset_idx(symbol)?;
+        if !price.is_positive() {
+            return Err(reject(
+                "bad_price",
+                format!("price {price} for {symbol} must be positive"),
+            ));
+        }
+        if confidence.is_negative() {
+            return Err(reject(
+                "bad_price",
+                format!("confidence {confidence} for {symbol} must not be negative"),
+            ));
+        }
+        if publish_time > now_s {
+            return Err(reject(
+                "bad_price",
+                format!("price for {symbol} published at {publish_time}, after the command's timestamp {now_s}"),
+            ));
+        }
+        let config = &self.assets[asset as usize].oracle;
+        let next = match &self.oracles[asset as usize] {
+            None => OraclePrice::first(price, confidence, publish_time),
+            Some(previous) if publish_time <= previous.publish_time_s => {
+                return Err(reject(
+                    "old_price",
+                    format!(
+                        "price for {symbol} published at {publish_time} is not newer than the current one ({})",
+                        previous.publish_time_s
+                    ),
+                ))
+            }
+            Some(previous) => previous.next(price, confidence, publish_time, config)?,
+        };
+        // Commit.
+        self.oracles[asset as usize] = Some(next);
+        let mut events = vec![Event::PriceUpdated {
+            asset: symbol.to_string(),
+            price,
+            confidence,
+            reference_price: next.reference,
+            publish_time,
+        }];
+        self.reevaluate_holders(now_s, asset, &mut events)?;
+        Ok(events)
+    }
+
+    /// Re-evaluates every sub-account holding `asset` (and only those, via the holder index).
+    fn reevaluate_holders(
+        &mut self,
+        now_s: u64,
+        asset: AssetIdx,
+        events: &mut Vec<Event>,
+    ) -> NumResult<()> {
+        let risks = self.all_risks(now_s)?;
+        let holders = std::mem::take(&mut self.holders[asset as usize]);
+        let result = self.refresh_margin_flags(&holders, &risks, events);
+        self.holders[asset as usize] = holders;
+        result
+    }
+
+    fn accrue_interest(&mut self, now_s: u64, symbol: Option<&str>) -> Applied {
+        let targets: Vec<AssetIdx> = match symbol {
+            Some(s) => vec![self.asset_idx(s)?],
+            None => (0..self.assets.len() as AssetIdx).collect(),
+        };
+        let mut pools = Vec::with_capacity(targets.len());
+        for &asset in &targets {
+            let config = &self.assets[asset as usize];
+            let mut pool = self.pools[asset as usize].clone();
+            let accrual = pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+            pools.push((asset, pool, accrual));
+        }
+        let mut events = Vec::new();
+        let mut changed = Vec::new();
+        for (asset, pool, accrual) in pools {
+            if accrual.elapsed_s == 0 {
+                continue;
+            }
+            let to_treasury =
+                self.quantity(asset, pool.deposit_native(accrual.treasury_scaled)?)?;
+            events.push(Event::InterestAccrued {
+                asset: self.assets[asset as usize].symbol.clone(),
+                elapsed_s: accrual.elapsed_s,
+                borrow_rate: accrual.borrow_rate,
+                borrow_index: pool.borrow_index,
+                supply_index: pool.supply_index,
+                to_treasury,
+            });
+            if pool.borrow_index != self.pools[asset as usize].borrow_index {
+                changed.push(asset);
+            }
+            self.pools[asset as usize] = pool;
+        }
+        for asset in changed {
+            self.reevaluate_holders(now_s, asset, &mut events)?;
+        }
+        Ok(events)
+    }
+
+    fn list_asset(&mut self, now_s: u64, asset: &AssetConfig) -> Applied {
+        if self.asset_by_symbol.contains_key(&asset.symbol) {
+            return Err(reject(
+                "duplicate_asset",
+                format!("asset {} is already listed", asset.symbol),
+            ));
+        }
+        if self.assets.len() >= MAX_ASSETS {
+            return Err(reject(
+                "limit",
+                format!("the engine lists its maximum of {MAX_ASSETS} assets"),
+            ));
+        }
+        let errors = validate_asset(asset, &self.tiers);
+        if !errors.is_empty() {
+            return Err(reject("bad_asset", errors.join("; ")));
+        }
+        let _ = now_s;
+        let idx = self.push_asset(asset.clone());
+        Ok(vec![Event::AssetListed {
+            asset: asset.symbol.clone(),
+            index: idx,
+        }])
+    }
+
+    // ----- views ---------------------------------------------------------------------------------------------
+
+    /// Sequencer time of the last applied command.
+    pub fn now_s(&self) -> u64 {
+        self.now_s
+    }
+
+    /// Commands applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn assets(&self) -> &[AssetConfig] {
+        &self.assets
+    }
+
+    pub fn pool(&self, asset: AssetIdx) -> &Pool {
+        &self.pools[asset as usize]
+    }
+
+    pub fn oracle(&self, asset: AssetIdx) -> Option<&OraclePrice> {
+        self.oracles[asset as usize].as_ref()
+    }
+
+    pub fn sub_accounts(&self) -> &[SubAccount] {
+        &self.sub_accounts
+    }
+
+    pub fn owners(&self) -> &BTreeMap<OwnerId, Vec<SubAccountId>> {
+        &self.owners
+    }
+
+    pub fn asset_index(&self, symbol: &str) -> Option<AssetIdx> {
+        self.asset_by_symbol.get(symbol).copied()
+    }
+
+    pub fn quote_asset(&self) -> AssetIdx {
+        self.quote_asset
+    }
+
+    pub fn protocol(&self) -> &ProtocolSection {
+        &self.protocol
+    }
+
+    pub fn tiers(&self) -> &[TierConfig] {
+        &self.tiers
+    }
+
+    /// Sub-accounts with an open margin call (maintenance health below zero at their last evaluation), in id order.
+    pub fn below_maintenance(&self) -> Vec<SubAccountId> {
+        (0..self.sub_accounts.len() as SubAccountId)
+            .filter(|&id| self.sub_accounts[id as usize].below_maintenance)
+            .collect()
+    }
+
+    /// Of the sub-accounts holding `asset`, those with an open margin call (fast: walks only the holder index).
+    pub fn below_maintenance_holding(&self, asset: AssetIdx) -> Vec<SubAccountId> {
+        let mut ids: Vec<SubAccountId> = self.holders[asset as usize]
+            .iter()
+            .copied()
+            .filter(|&id| self.sub_accounts[id as usize].below_maintenance)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Native balance of a sub-account in an asset (negative: debt), at the pool's stored indices.
+    pub fn balance_native(&self, id: SubAccountId, asset: AssetIdx) -> NumResult<TokenAmount> {
+        let scaled = self.sub_accounts[id as usize].scaled(asset);
+        let pool = &self.pools[asset as usize];
+        if scaled >= 0 {
+            pool.deposit_native(scaled)
+        } else {
+            pool.borrow_native(-scaled)?.checked_neg()
+        }
+    }
+
+    /// Checks every cross-cutting invariant: per-pool conservation, scaled totals equal the sum of balances,
+    /// the holder index, limits and health-level ordering. Used by tests and debug builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let n_assets = self.assets.len();
+        let mut deposits = vec![0i128; n_assets];
+        let mut borrows = vec![0i128; n_assets];
+        let mut holder_count = vec![0usize; n_assets];
+        for (id, sub) in self.sub_accounts.iter().enumerate() {
+            if sub.balances.len() > MAX_BALANCES_PER_SUB_ACCOUNT {
+                return Err(format!(
+                    "sub-account {id} holds {} balances",
+                    sub.balances.len()
+                ));
+            }
+            for pair in sub.balances.windows(2) {
+                if pair[0].asset >= pair[1].asset {
+                    return Err(format!("sub-account {id}: balances not sorted"));
+                }
+            }
+            for b in &sub.balances {
+                if b.scaled == 0 {
+                    return Err(format!("sub-account {id}: zero balance kept"));
+                }
+                if self.holders[b.asset as usize].get(b.holder_slot as usize)
+                    != Some(&(id as SubAccountId))
+                {
+                    return Err(format!(
+                        "sub-account {id}: holder index wrong for asset {}",
+                        b.asset
+                    ));
+                }
+                holder_count[b.asset as usize] += 1;
+                if b.scaled > 0 {
+                    deposits[b.asset as usize] += b.scaled;
+                } else {
+                    borrows[b.asset as usize] -= b.scaled;
+                }
+            }
+        }
+        for (a, pool) in self.pools.iter().enumerate() {
+            let symbol = &self.assets[a].symbol;
+            pool.check_conservation()
+                .map_err(|e| format!("pool {symbol}: {e}"))?;
+            if deposits[a] + pool.treasury_scaled != pool.deposits_scaled {
+                return Err(format!(
+                    "pool {symbol}: scaled deposits {} != accounts {} + treasury {}",
+                    pool.deposits_scaled, deposits[a], pool.treasury_scaled
+                ));
+            }
+            if borrows[a] != pool.borrows_scaled {
+                return Err(format!(
+                    "pool {symbol}: scaled borrows {} != accounts {}",
+                    pool.borrows_scaled, borrows[a]
+                ));
+            }
+            if holder_count[a] != self.holders[a].len() {
+                return Err(format!(
+                    "pool {symbol}: holder index has {} entries, {} holders",
+                    self.holders[a].len(),
+                    holder_count[a]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maintenance health of a sub-account from a table of asset risks: the hot path of oracle re-evaluation.
+#[inline]
+pub(crate) fn maintenance_health(sub: &SubAccount, risks: &[AssetRisk]) -> NumResult<Quote> {
+    let mut total = Quote::ZERO;
+    for b in &sub.balances {
+        let risk = &risks[b.asset as usize];
+        let amount = Engine::native_of(b.scaled, risk)?;
+        total = total.checked_add(risk.maintenance_contribution(amount)?)?;
+    }
+    Ok(total)
+}

@@ -1,0 +1,392 @@
+//! Health: how much a sub-account's collateral exceeds what its risk requires, in quote (USD, micro-USD scale).
+//!
+//! ```text
+//! health(level) = sum over balances b of  value(b, price(level, sign b)) * weight(level, sign b, |b|)
+//! ```
+//!
+//! where a deposit has positive value and a debt negative value. Three levels, always ordered
+//! `initial <= liquidation_end <= maintenance`:
+//!
+//! | level            | collateral price          | debt price                | weights                               |
+//! |------------------|---------------------------|---------------------------|---------------------------------------|
+//! | initial          | min(oracle, reference)    | max(oracle, reference)    | initial, concentration-scaled, premium |
+//! | liquidation-end  | oracle                    | oracle                    | between (see below)                    |
+//! | maintenance      | oracle                    | oracle                    | maintenance, premium                   |
+//!
+//! * Size premium: with `f` the asset's `size_premium_factor` and `s` the balance in whole tokens,
+//!   `premium = 1 + f * sqrt(s)`; asset weights are divided by it, liability weights multiplied by it.
+//! * Concentration: when the pool's total deposits `D` (whole tokens) exceed the asset's
+//!   `concentration_threshold` `C`, the *initial* asset weight is multiplied by `C / D`.
+//! * Liquidation-end weights: `w_le = w_maint - fraction * (w_maint - w_init)` for collateral and
+//!   `w_le = w_maint + fraction * (w_init - w_maint)` for debt, `fraction` = `liquidation_end_fraction`.
+//!
+//! Every rounding goes against the account: values and weights of collateral round down, of debt round up (debt
+//! values are negative, so "down" is toward negative infinity throughout), the premium rounds up.
+//!
+//! A [`HealthCache`] is built once from a sub-account's balances and the [`AssetRisk`] of each asset, then adjusted
+//! one balance at a time to try an action before committing it.
+
+use crate::limits::MAX_BALANCES_PER_SUB_ACCOUNT;
+use crate::oracle::{OraclePrice, PriceProblem};
+use ballast_num::{NumResult, Price, Quote, Ratio, TokenAmount};
+use serde::Serialize;
+
+/// Health at the three levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub initial: Quote,
+    pub liquidation_end: Quote,
+    pub maintenance: Quote,
+}
+
+/// Everything health needs to know about one asset at one moment. Built once per command (or once per oracle
+/// update for all sub-accounts that hold the asset).
+#[derive(Clone, Copy, Debug)]
+pub struct AssetRisk {
+    pub decimals: u8,
+    /// Latest oracle price, if any has arrived.
+    pub oracle: Option<OraclePrice>,
+    /// Why the price may not be trusted for new risk now, if it may not.
+    pub problem: Option<PriceProblem>,
+    /// Initial asset weight after concentration scaling, before the size premium.
+    pub initial_asset_weight: Ratio,
+    pub maintenance_asset_weight: Ratio,
+    pub initial_liability_weight: Ratio,
+    pub maintenance_liability_weight: Ratio,
+    pub size_premium_factor: Ratio,
+    pub liquidation_end_fraction: Ratio,
+    /// Supply index for valuing deposits.
+    pub supply_index: Ratio,
+    /// Borrow index for valuing debts, projected to the command's time.
+    pub borrow_index: Ratio,
+}
+
+/// Weights for one balance at the three levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weights {
+    pub initial: Ratio,
+    pub liquidation_end: Ratio,
+    pub maintenance: Ratio,
+}
+
+impl AssetRisk {
+    /// `1 + f * sqrt(|amount| in whole tokens)`, rounded up; exactly 1 when `f == 0` or the amount is zero.
+    #[inline]
+    fn premium(&self, amount: TokenAmount) -> NumResult<Ratio> {
+        if self.size_premium_factor.is_zero() || amount.is_zero() {
+            return Ok(Ratio::ONE);
+        }
+        let size = amount
+            .abs()?
+            .whole_tokens(self.decimals, ballast_num::Rounding::Ceil)?;
+        // sqrt rounded down, plus one raw unit: an upper bound of the true root.
+        let root = Ratio::from_raw(size.sqrt_floor()?.raw() + 1);
+        Ratio::ONE.checked_add(self.size_premium_factor.mul_ceil(root)?)
+    }
+
+    /// The three weights of a balance of `amount` native units (sign decides collateral or debt).
+    pub fn weights(&self, amount: TokenAmount) -> NumResult<Weights> {
+        let premium = self.premium(amount)?;
+        let fraction = self.liquidation_end_fraction;
+        if amount.raw() >= 0 {
+            let initial = self.initial_asset_weight.div_floor(premium)?;
+            let maintenance = self.maintenance_asset_weight.div_floor(premium)?;
+            let gap = maintenance.checked_sub(initial)?.max(Ratio::ZERO);
+            let liquidation_end = maintenance.checked_sub(fraction.mul_ceil(gap)?)?;
+            Ok(Weights {
+                initial,
+                liquidation_end,
+                maintenance,
+            })
+        } else {
+            let initial = self.initial_liability_weight.mul_ceil(premium)?;
+            let maintenance = self.maintenance_liability_weight.mul_ceil(premium)?;
+            let gap = initial.checked_sub(maintenance)?.max(Ratio::ZERO);
+            let liquidation_end = maintenance.checked_add(fraction.mul_floor(gap)?)?;
+            Ok(Weights {
+                initial,
+                liquidation_end,
+                maintenance,
+            })
+        }
+    }
+
+    /// Maintenance weight only: the hot path of oracle re-evaluation.
+    #[inline]
+    pub fn maintenance_weight(&self, amount: TokenAmount) -> NumResult<Ratio> {
+        let premium = self.premium(amount)?;
+        if amount.raw() >= 0 {
+            if premium == Ratio::ONE {
+                return Ok(self.maintenance_asset_weight);
+            }
+            self.maintenance_asset_weight.div_floor(premium)
+        } else {
+            self.maintenance_liability_weight.mul_ceil(premium)
+        }
+    }
+
+    /// `amount * price * weight`, rounded toward negative infinity at each step.
+    #[inline]
+    fn contribution(&self, amount: TokenAmount, price: Price, weight: Ratio) -> NumResult<Quote> {
+        price
+            .value_floor(amount, self.decimals)?
+            .mul_ratio_floor(weight)
+    }
+
+    /// Maintenance contribution of a balance. An asset that has never had a price counts zero (it cannot have been
+    /// borrowed: borrowing needs a reliable price).
+    #[inline]
+    pub fn maintenance_contribution(&self, amount: TokenAmount) -> NumResult<Quote> {
+        match &self.oracle {
+            None => Ok(Quote::ZERO),
+            Some(o) => self.contribution(amount, o.price, self.maintenance_weight(amount)?),
+        }
+    }
+}
+
+/// One balance's share of health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Entry {
+    asset: u16,
+    amount: TokenAmount,
+    health: Health,
+    /// Initial contribution for a check of new risk: collateral with an unreliable price counts zero, debt with an
+    /// unreliable price makes the check impossible.
+    guarded_initial: Quote,
+    guarded_problem: Option<GuardedProblem>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GuardedProblem(PriceProblem);
+
+impl Default for GuardedProblem {
+    fn default() -> Self {
+        GuardedProblem(PriceProblem::Missing)
+    }
+}
+
+/// The first asset whose price makes a new-risk check impossible, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockedBy {
+    pub asset: u16,
+    pub problem: PriceProblem,
+}
+
+/// A sub-account's health, built once and adjusted one balance at a time.
+#[derive(Clone, Debug, Default)]
+pub struct HealthCache {
+    entries: [Entry; MAX_BALANCES_PER_SUB_ACCOUNT],
+    len: usize,
+}
+
+impl HealthCache {
+    pub fn new() -> HealthCache {
+        HealthCache::default()
+    }
+
+    /// Sets the balance of `asset` to `amount` native units (adding the entry if new), recomputing its share.
+    /// Errors only on arithmetic overflow; `false` if the cache is full.
+    pub fn set(&mut self, asset: u16, amount: TokenAmount, risk: &AssetRisk) -> NumResult<bool> {
+        let entry = entry(asset, amount, risk)?;
+        if let Some(existing) = self.entries[..self.len]
+            .iter_mut()
+            .find(|e| e.asset == asset)
+        {
+            *existing = entry;
+            return Ok(true);
+        }
+        if self.len == MAX_BALANCES_PER_SUB_ACCOUNT {
+            return Ok(false);
+        }
+        self.entries[self.len] = entry;
+        self.len += 1;
+        Ok(true)
+    }
+
+    /// Health at the three levels.
+    pub fn health(&self) -> NumResult<Health> {
+        let mut total = Health::default();
+        for e in &self.entries[..self.len] {
+            total.initial = total.initial.checked_add(e.health.initial)?;
+            total.liquidation_end = total
+                .liquidation_end
+                .checked_add(e.health.liquidation_end)?;
+            total.maintenance = total.maintenance.checked_add(e.health.maintenance)?;
+        }
+        Ok(total)
+    }
+
+    /// Initial health for a check of new risk, under the oracle guard rails: collateral whose price is unreliable
+    /// counts zero; debt whose price is unreliable blocks the check.
+    pub fn initial_for_new_risk(&self) -> NumResult<Result<Quote, BlockedBy>> {
+        let mut total = Quote::ZERO;
+        for e in &self.entries[..self.len] {
+            if let Some(GuardedProblem(problem)) = e.guarded_problem {
+                return Ok(Err(BlockedBy {
+                    asset: e.asset,
+                    problem,
+                }));
+            }
+            total = total.checked_add(e.guarded_initial)?;
+        }
+        Ok(Ok(total))
+    }
+}
+
+fn entry(asset: u16, amount: TokenAmount, risk: &AssetRisk) -> NumResult<Entry> {
+    let Some(oracle) = risk.oracle else {
+        // No price ever: collateral counts zero; a debt cannot exist (borrowing needs a price), but if asked, it
+        // blocks new risk.
+        let problem = (amount.raw() < 0).then_some(GuardedProblem(PriceProblem::Missing));
+        return Ok(Entry {
+            asset,
+            amount,
+            health: Health::default(),
+            guarded_initial: Quote::ZERO,
+            guarded_problem: problem,
+        });
+    };
+    let w = risk.weights(amount)?;
+    let (initial_price, other_price) = if amount.raw() >= 0 {
+        (oracle.initial_asset_price(), oracle.price)
+    } else {
+        (oracle.initial_liability_price(), oracle.price)
+    };
+    let health = Health {
+        initial: risk.contribution(amount, initial_price, w.initial)?,
+        liquidation_end: risk.contribution(amount, other_price, w.liquidation_end)?,
+        maintenance: risk.contribution(amount, other_price, w.maintenance)?,
+    };
+    let (guarded_initial, guarded_problem) = match risk.problem {
+        None => (health.initial, None),
+        Some(_) if amount.raw() >= 0 => (Quote::ZERO, None),
+        Some(problem) => (Quote::ZERO, Some(GuardedProblem(problem))),
+    };
+    Ok(Entry {
+        asset,
+        amount,
+        health,
+        guarded_initial,
+        guarded_problem,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn risk(price: &str, reference: &str) -> AssetRisk {
+        let p: Price = price.parse().unwrap();
+        AssetRisk {
+            decimals: 6,
+            oracle: Some(OraclePrice {
+                price: p,
+                confidence: Price::ZERO,
+                publish_time_s: 0,
+                reference: reference.parse().unwrap(),
+            }),
+            problem: None,
+            initial_asset_weight: "0.8".parse().unwrap(),
+            maintenance_asset_weight: "0.9".parse().unwrap(),
+            initial_liability_weight: "1.2".parse().unwrap(),
+            maintenance_liability_weight: "1.1".parse().unwrap(),
+            size_premium_factor: Ratio::ZERO,
+            liquidation_end_fraction: "0.5".parse().unwrap(),
+            supply_index: Ratio::ONE,
+            borrow_index: Ratio::ONE,
+        }
+    }
+
+    fn q(s: &str) -> Quote {
+        s.parse().unwrap()
+    }
+
+    /// Mango-style table: each expected value is written as the formula it comes from.
+    #[test]
+    fn three_levels_table() {
+        struct Case {
+            name: &'static str,
+            balances: Vec<(u16, i128, &'static str, &'static str)>, // asset, native amount, oracle, reference
+            expected: (Quote, Quote, Quote),
+        }
+        let cases = [
+            Case {
+                name: "one deposit, reference above oracle: initial uses oracle",
+                balances: vec![(0, 1_000_000, "100", "110")],
+                expected: (q("80"), q("85"), q("90")), // 1 * 100 * (0.8 | 0.85 | 0.9)
+            },
+            Case {
+                name: "one deposit, reference below oracle: initial uses reference",
+                balances: vec![(0, 1_000_000, "100", "90")],
+                expected: (q("72"), q("85"), q("90")), // 1 * 90 * 0.8; then 100 * 0.85, 100 * 0.9
+            },
+            Case {
+                name: "deposit and debt",
+                balances: vec![(0, 2_000_000, "100", "100"), (1, -50_000_000, "1", "1.02")],
+                // initial: 2*100*0.8 - 50*1.02*1.2 ; le: 2*100*0.85 - 50*1*1.15 ; maint: 2*100*0.9 - 50*1*1.1
+                expected: (q("98.8"), q("112.5"), q("125")),
+            },
+        ];
+        for case in cases {
+            let mut cache = HealthCache::new();
+            for (asset, amount, price, reference) in &case.balances {
+                assert!(cache
+                    .set(
+                        *asset,
+                        TokenAmount::from_raw(*amount),
+                        &risk(price, reference)
+                    )
+                    .unwrap());
+            }
+            let h = cache.health().unwrap();
+            assert_eq!(
+                (h.initial, h.liquidation_end, h.maintenance),
+                case.expected,
+                "{}",
+                case.name
+            );
+            assert!(
+                h.initial <= h.liquidation_end && h.liquidation_end <= h.maintenance,
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn size_premium_shrinks_asset_weight_and_grows_liability_weight() {
+        let mut r = risk("100", "100");
+        r.size_premium_factor = "0.01".parse().unwrap();
+        // 10,000 whole tokens: sqrt = 100, premium = 1 + 0.01 * 100 = 2 (plus one raw unit of rounding).
+        let big = TokenAmount::from_raw(10_000 * 1_000_000);
+        let w = r.weights(big).unwrap();
+        assert!(
+            w.maintenance < "0.45".parse().unwrap() && w.maintenance > "0.4499999".parse().unwrap()
+        );
+        let w = r
+            .weights(TokenAmount::from_raw(-10_000 * 1_000_000))
+            .unwrap();
+        assert!(
+            w.maintenance > "2.2".parse().unwrap() && w.maintenance < "2.2000001".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn unreliable_collateral_counts_zero_and_unreliable_debt_blocks() {
+        let mut stale = risk("100", "100");
+        stale.problem = Some(PriceProblem::Stale {
+            age_s: 95,
+            limit_s: 60,
+        });
+        let mut cache = HealthCache::new();
+        cache
+            .set(0, TokenAmount::from_raw(1_000_000), &stale)
+            .unwrap();
+        cache
+            .set(1, TokenAmount::from_raw(1_000_000), &risk("50", "50"))
+            .unwrap();
+        assert_eq!(cache.initial_for_new_risk().unwrap(), Ok(q("40"))); // only asset 1: 50 * 0.8
+        cache.set(0, TokenAmount::from_raw(-1), &stale).unwrap();
+        assert!(cache.initial_for_new_risk().unwrap().is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! Every collection the engine holds has a named maximum. Commands that would pass one are rejected.
+
+/// Listed assets (an asset index fits in a `u16`).
+pub const MAX_ASSETS: usize = 64;
+/// Bytes in an asset symbol.
+pub const MAX_SYMBOL_LEN: usize = 16;
+/// Account owners.
+pub const MAX_OWNERS: usize = 1 << 22;
+/// Sub-accounts one owner may open.
+pub const MAX_SUB_ACCOUNTS_PER_OWNER: usize = 16;
+/// Sub-accounts in the whole engine (a sub-account id fits in a `u32`).
+pub const MAX_SUB_ACCOUNTS: usize = 1 << 24;
+/// Distinct token balances (deposits or borrows) one sub-account may hold.
+pub const MAX_BALANCES_PER_SUB_ACCOUNT: usize = 8;
+
+const _: () = assert!(MAX_ASSETS <= u16::MAX as usize);
+const _: () = assert!(MAX_SUB_ACCOUNTS <= u32::MAX as usize);
+const _: () = assert!(MAX_OWNERS * MAX_SUB_ACCOUNTS_PER_OWNER >= MAX_SUB_ACCOUNTS);
+const _: () = assert!(MAX_BALANCES_PER_SUB_ACCOUNT <= MAX_ASSETS);
