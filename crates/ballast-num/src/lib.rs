@@ -236,12 +236,19 @@ impl TokenQuantity {
     }
     /// This native amount in whole tokens (exact for `decimals <= 18`).
     pub fn from_native(amount: TokenAmount, decimals: u8) -> NumResult<TokenQuantity> {
-        let shift = TOKEN_QUANTITY_DECIMALS
-            .checked_sub(decimals as u32)
-            .ok_or(NumError::Domain { op: "TokenQuantity::from_native (decimals)" })?;
-        amount.0.checked_mul(10i128.pow(shift)).map(TokenQuantity).ok_or(NumError::Overflow {
-            op: "TokenQuantity::from_native",
-        })
+        let shift =
+            TOKEN_QUANTITY_DECIMALS
+                .checked_sub(decimals as u32)
+                .ok_or(NumError::Domain {
+                    op: "TokenQuantity::from_native (decimals)",
+                })?;
+        amount
+            .0
+            .checked_mul(10i128.pow(shift))
+            .map(TokenQuantity)
+            .ok_or(NumError::Overflow {
+                op: "TokenQuantity::from_native",
+            })
     }
 }
 

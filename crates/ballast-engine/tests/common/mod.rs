@@ -1,0 +1,242 @@
+//! Shared test support: the example protocol, a seeded random command stream, and helpers.
+#![allow(dead_code)]
+
+use ballast_engine::{Command, CommandKind, Engine, MarginSpec, ProtocolConfig};
+use ballast_num::{Price, TokenQuantity};
+
+pub const GENESIS: u64 = 1_700_000_000;
+
+/// The shipped example protocol file.
+pub fn example_config() -> ProtocolConfig {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/protocol.toml");
+    let text = std::fs::read_to_string(path).expect("examples/protocol.toml");
+    ProtocolConfig::from_toml("examples/protocol.toml", &text).expect("example config is valid")
+}
+
+pub fn engine() -> Engine {
+    Engine::new(example_config(), GENESIS)
+}
+
+pub fn cmd(timestamp: u64, kind: CommandKind) -> Command {
+    Command { timestamp, kind }
+}
+
+pub fn qty(s: &str) -> TokenQuantity {
+    s.parse().unwrap()
+}
+
+pub fn price(s: &str) -> Price {
+    s.parse().unwrap()
+}
+
+/// The seed for a random test: `BALLAST_SEED` if set (to reproduce a failure), else `default`. Printed always.
+pub fn seed(test: &str, default: u64) -> u64 {
+    let seed = std::env::var("BALLAST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("{test}: seed {seed} (reproduce with BALLAST_SEED={seed})");
+    seed
+}
+
+/// SplitMix64: a tiny, fully specified generator, so a seed reproduces the same stream on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+pub const ASSETS: [(&str, u8, i128); 5] =
+    // symbol, decimals, starting price in micro-USD
+    [
+        ("USDC", 6, 1_000_000),
+        ("BTC", 8, 60_000_000_000),
+        ("ETH", 18, 3_000_000_000),
+        ("SOL", 9, 150_000_000),
+        ("MNGO", 6, 30_000),
+    ];
+
+/// A random but plausible command stream: owners, cross and isolated sub-accounts, prices that random-walk with
+/// occasional shocks, deposits, withdrawals (many of them borrowing), transfers, accruals, and a share of commands
+/// that must be rejected (bad amounts, unknown ids, over-borrowing, stale prices, time going backwards).
+pub fn random_stream(seed: u64, n_commands: usize) -> Vec<Command> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(n_commands + 16);
+    let mut t = GENESIS;
+    let mut prices: Vec<i128> = ASSETS.iter().map(|a| a.2).collect();
+    let n_owners = 3 + rng.below(4);
+    for owner in 0..n_owners {
+        out.push(cmd(t, CommandKind::CreateAccount { owner }));
+    }
+    let mut n_subs = 0u32;
+    let mut sub_owner = Vec::new();
+    for owner in 0..n_owners {
+        for _ in 0..1 + rng.below(3) {
+            let margin = if rng.chance(20) {
+                MarginSpec::Isolated("MNGO".into())
+            } else {
+                MarginSpec::Cross
+            };
+            out.push(cmd(t, CommandKind::OpenSubAccount { owner, margin }));
+            sub_owner.push(owner);
+            n_subs += 1;
+        }
+    }
+    let push_prices = |out: &mut Vec<Command>, t: u64, prices: &[i128]| {
+        for (i, (symbol, _, _)) in ASSETS.iter().enumerate() {
+            out.push(cmd(
+                t,
+                CommandKind::OraclePrice {
+                    asset: symbol.to_string(),
+                    price: Price::from_raw(prices[i] * 1_000_000),
+                    confidence: Price::from_raw(prices[i] * 1_000),
+                    publish_time: t,
+                },
+            ));
+        }
+    };
+    push_prices(&mut out, t, &prices);
+    while out.len() < n_commands {
+        let roll = rng.below(100);
+        if roll < 8 {
+            // Time passes; prices move (random walk, occasional shock) and are republished.
+            t += 1 + rng.below(3_600);
+            for p in prices.iter_mut().skip(1) {
+                let shock = if rng.chance(5) { 30 } else { 3 };
+                let pct = rng.below(2 * shock + 1) as i128 - shock as i128;
+                *p = (*p * (100 + pct) / 100).max(1);
+            }
+            push_prices(&mut out, t, &prices);
+            continue;
+        }
+        let sub = rng.below(n_subs as u64 + 1) as u32; // sometimes one past the last: unknown
+        let (symbol, decimals, _) = *rng.pick(&ASSETS);
+        let amount = random_amount(
+            &mut rng,
+            decimals,
+            prices[ASSETS.iter().position(|a| a.0 == symbol).unwrap()],
+        );
+        if (46..=52).contains(&roll) {
+            // Lever up: borrow in halving steps; the engine refuses the steps past the initial limit, so the
+            // sub-account ends close to zero initial health, where price shocks cause margin calls.
+            let (borrow_symbol, borrow_decimals, borrow_price) = *rng.pick(&[ASSETS[0], ASSETS[2]]);
+            let mut usd = 400_000i128;
+            while usd >= 50 {
+                let native = usd * 1_000_000 * 10i128.pow(borrow_decimals as u32) / borrow_price;
+                let amount = TokenQuantity::from_native(
+                    ballast_num::TokenAmount::from_raw(native),
+                    borrow_decimals,
+                )
+                .unwrap();
+                out.push(cmd(
+                    t,
+                    CommandKind::Withdraw {
+                        sub_account: sub,
+                        asset: borrow_symbol.into(),
+                        amount,
+                        reduce_only: false,
+                    },
+                ));
+                usd /= 2;
+            }
+            continue;
+        }
+        let kind = match roll {
+            8..=45 => CommandKind::Deposit {
+                sub_account: sub,
+                asset: symbol.into(),
+                amount,
+            },
+            46..=75 => CommandKind::Withdraw {
+                sub_account: sub,
+                asset: symbol.into(),
+                amount,
+                reduce_only: rng.chance(20),
+            },
+            76..=85 => CommandKind::Transfer {
+                from: sub,
+                to: rng.below(n_subs as u64) as u32,
+                asset: symbol.into(),
+                amount,
+            },
+            86..=92 => CommandKind::AccrueInterest {
+                asset: if rng.chance(50) {
+                    None
+                } else {
+                    Some(symbol.into())
+                },
+            },
+            93..=95 => {
+                // An oracle update for one asset, sometimes too old or with a wide confidence.
+                let i = rng.below(ASSETS.len() as u64) as usize;
+                t += rng.below(30);
+                let publish = t.saturating_sub(rng.below(200));
+                let wide = rng.chance(20);
+                CommandKind::OraclePrice {
+                    asset: ASSETS[i].0.into(),
+                    price: Price::from_raw(prices[i] * 1_000_000),
+                    confidence: Price::from_raw(prices[i] * if wide { 100_000 } else { 1_000 }),
+                    publish_time: publish,
+                }
+            }
+            _ => {
+                // Deliberately bad input.
+                match rng.below(4) {
+                    0 => CommandKind::Deposit {
+                        sub_account: sub,
+                        asset: "DOGE".into(),
+                        amount,
+                    },
+                    1 => CommandKind::Deposit {
+                        sub_account: sub,
+                        asset: symbol.into(),
+                        amount: TokenQuantity::from_raw(-1),
+                    },
+                    2 => CommandKind::Withdraw {
+                        sub_account: sub,
+                        asset: symbol.into(),
+                        amount: TokenQuantity::from_raw(1), // 10^-18: finer than any asset's decimals here
+                        reduce_only: false,
+                    },
+                    _ => {
+                        out.push(cmd(
+                            t.saturating_sub(10),
+                            CommandKind::AccrueInterest { asset: None },
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        let _ = &sub_owner;
+        out.push(cmd(t, kind));
+    }
+    out
+}
+
+/// A token amount worth roughly 1 to 100,000 USD, with at most the asset's decimals.
+fn random_amount(rng: &mut Rng, decimals: u8, price_micro: i128) -> TokenQuantity {
+    let usd_micro = 1_000_000i128 * 10i128.pow(rng.below(6) as u32) * (1 + rng.below(9) as i128);
+    // native = usd / price * 10^decimals
+    let native = (usd_micro * 10i128.pow(decimals as u32) / price_micro.max(1)).max(1);
+    TokenQuantity::from_native(ballast_num::TokenAmount::from_raw(native), decimals).unwrap()
+}

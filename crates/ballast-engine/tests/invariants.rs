@@ -1,0 +1,220 @@
+//! The engine's invariants on seeded random command streams: determinism, replay from the log, conservation of
+//! every token, rejection changes nothing, health levels stay ordered, and the venue's rounding surplus never
+//! shrinks. Every test prints its seed; `BALLAST_SEED=N cargo test` reproduces one stream.
+
+mod common;
+
+use ballast_engine::log::{decode_log, LogEncoder, LogHeader, LOG_FORMAT, LOG_VERSION};
+use ballast_engine::{Command, Engine};
+use common::*;
+
+const N_STREAMS: u64 = 24;
+const N_COMMANDS: usize = 1_500;
+
+fn run(stream: &[Command]) -> (Engine, Vec<String>) {
+    let mut engine = engine();
+    let mut hashes = Vec::with_capacity(stream.len());
+    for command in stream {
+        let _ = engine.apply(command);
+        hashes.push(engine.state_hash());
+    }
+    (engine, hashes)
+}
+
+#[test]
+fn same_stream_same_hashes() {
+    let base = seed("same_stream_same_hashes", 0xB411_A570);
+    for s in base..base + N_STREAMS / 4 {
+        let stream = random_stream(s, N_COMMANDS);
+        let (_, first) = run(&stream);
+        let (_, second) = run(&stream);
+        assert_eq!(first, second, "seed {s}: two runs diverged");
+    }
+}
+
+#[test]
+fn applied_logged_and_replayed_gives_the_same_hash() {
+    let base = seed("applied_logged_and_replayed", 0x10C5);
+    for s in base..base + N_STREAMS / 4 {
+        let stream = random_stream(s, N_COMMANDS);
+        let header = LogHeader {
+            format: LOG_FORMAT.into(),
+            version: LOG_VERSION,
+            config_sha256: "x".into(),
+            genesis: GENESIS,
+        };
+        let (mut encoder, header_line) = LogEncoder::start(&header);
+        let mut text = header_line + "\n";
+        let mut live = engine();
+        for command in &stream {
+            let _ = live.apply(command);
+            text += &encoder.entry(command);
+            text.push('\n');
+        }
+        let (decoded_header, commands) =
+            decode_log(&text).unwrap_or_else(|e| panic!("seed {s}: {e}"));
+        assert_eq!(decoded_header, header);
+        assert_eq!(
+            commands, stream,
+            "seed {s}: log did not round-trip the commands"
+        );
+        let mut replayed = Engine::new(example_config(), decoded_header.genesis);
+        for command in &commands {
+            let _ = replayed.apply(command);
+        }
+        assert_eq!(
+            live.state_hash(),
+            replayed.state_hash(),
+            "seed {s}: replay diverged"
+        );
+    }
+}
+
+#[test]
+fn every_token_is_conserved_and_health_levels_stay_ordered() {
+    let base = seed("conservation", 0xC0_5E77);
+    for s in base..base + N_STREAMS {
+        let stream = random_stream(s, N_COMMANDS);
+        let mut engine = engine();
+        let mut surplus: Vec<i128> = vec![0; engine.assets().len()];
+        for (i, command) in stream.iter().enumerate() {
+            let _ = engine.apply(command);
+            engine
+                .check_invariants()
+                .unwrap_or_else(|e| panic!("seed {s} command {i}: {e}"));
+            for (a, previous) in surplus.iter_mut().enumerate() {
+                let pool = engine.pool(a as u16);
+                // What entered minus what left is what the pool holds, exactly.
+                assert_eq!(
+                    pool.vault.raw(),
+                    pool.total_in.raw() - pool.total_out.raw(),
+                    "seed {s} command {i}"
+                );
+                // The venue's rounding surplus only grows: every rounding went the venue's way.
+                assert!(
+                    pool.rounding_surplus >= *previous,
+                    "seed {s} command {i}: surplus of asset {a} shrank"
+                );
+                *previous = pool.rounding_surplus;
+            }
+            for id in 0..engine.sub_accounts().len() as u32 {
+                let h = engine.health(id).unwrap();
+                assert!(
+                    h.initial <= h.liquidation_end && h.liquidation_end <= h.maintenance,
+                    "seed {s} command {i}: sub-account {id} levels out of order: {h:?}"
+                );
+            }
+        }
+        let applied = engine.applied();
+        assert!(
+            applied > N_COMMANDS as u64 / 3,
+            "seed {s}: only {applied} commands applied; the stream is too hostile to test much"
+        );
+    }
+}
+
+#[test]
+fn rejection_changes_nothing() {
+    let base = seed("rejection_changes_nothing", 0x4E_1EC7);
+    let mut n_rejected = 0;
+    let mut codes = std::collections::BTreeSet::new();
+    for s in base..base + N_STREAMS / 2 {
+        let stream = random_stream(s, N_COMMANDS);
+        let mut engine = engine();
+        for (i, command) in stream.iter().enumerate() {
+            let before = engine.state_hash();
+            let snapshot = engine.clone();
+            if let Err(rejection) = engine.apply(command) {
+                n_rejected += 1;
+                codes.insert(rejection.code);
+                assert_eq!(
+                    engine.state_hash(),
+                    before,
+                    "seed {s} command {i}: rejected ({rejection}) but the hash changed"
+                );
+                assert_eq!(engine.applied(), snapshot.applied());
+                assert!(!rejection.message.is_empty());
+            }
+        }
+    }
+    // The streams must actually exercise rejections of many kinds, or this test proves nothing.
+    assert!(n_rejected > 500, "only {n_rejected} rejections");
+    for code in [
+        "insufficient_health",
+        "unknown_asset",
+        "bad_amount",
+        "time_goes_backwards",
+        "old_price",
+    ] {
+        assert!(
+            codes.contains(code),
+            "no rejection with code {code} in the streams (saw {codes:?})"
+        );
+    }
+}
+
+#[test]
+fn withdrawals_and_borrows_never_leave_initial_health_negative() {
+    let base = seed("withdrawals_keep_initial_health", 0x1417);
+    for s in base..base + N_STREAMS / 2 {
+        let stream = random_stream(s, N_COMMANDS);
+        let mut engine = engine();
+        for (i, command) in stream.iter().enumerate() {
+            let events = engine.apply(command);
+            if let Ok(events) = events {
+                for event in events {
+                    if let ballast_engine::Event::Withdrawn {
+                        health,
+                        sub_account,
+                        ..
+                    } = event
+                    {
+                        assert!(!health.initial.is_negative(), "seed {s} command {i}: sub-account {sub_account} withdrew to {health:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn streams_exercise_the_interesting_paths() {
+    let base = seed("streams_exercise", 0xE7E7);
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    let mut rejections = std::collections::BTreeMap::<&str, usize>::new();
+    for s in base..base + 6 {
+        let mut engine = engine();
+        for command in random_stream(s, N_COMMANDS) {
+            match engine.apply(&command) {
+                Ok(events) => {
+                    for e in events {
+                        let v = serde_json::to_value(&e).unwrap();
+                        let mut kind = v["type"].as_str().unwrap().to_string();
+                        if kind == "withdrawn" && v["borrowed"] != "0" {
+                            kind = "withdrawn_with_borrow".into();
+                        }
+                        if kind == "deposited" && v["repaid"] != "0" {
+                            kind = "deposited_with_repay".into();
+                        }
+                        *counts.entry(kind).or_default() += 1;
+                    }
+                }
+                Err(r) => *rejections.entry(r.code).or_default() += 1,
+            }
+        }
+    }
+    println!("events: {counts:?}\nrejections: {rejections:?}");
+    for kind in [
+        "withdrawn_with_borrow",
+        "deposited_with_repay",
+        "margin_call",
+        "margin_recovered",
+        "interest_accrued",
+        "transferred",
+    ] {
+        assert!(
+            counts.get(kind).copied().unwrap_or(0) >= 3,
+            "kind {kind} too rare: {counts:?}"
+        );
+    }
+}
