@@ -356,14 +356,24 @@ impl Engine {
                     self.assets[blocked.asset as usize].symbol, blocked.problem
                 ),
             )),
-            Ok(initial) if initial.is_negative() => Err(reject(
-                "insufficient_health",
-                format!(
-                    "{action} would leave initial health at {} {}",
-                    initial,
-                    self.label()
-                ),
-            )),
+            Ok(initial) if initial.is_negative() => {
+                let problem =
+                    |asset: AssetIdx| self.asset_risk(asset, now_s).ok().and_then(|r| r.problem);
+                let because = match cache.zeroed_collateral(problem) {
+                    Some(z) => format!(
+                        ", counting {} collateral at zero (its oracle {})",
+                        self.assets[z.asset as usize].symbol, z.problem
+                    ),
+                    None => String::new(),
+                };
+                Err(reject(
+                    "insufficient_health",
+                    format!(
+                        "{action} would leave initial health at {initial} {}{because}",
+                        self.label()
+                    ),
+                ))
+            }
             Ok(_) => Ok(cache.health()?),
         }
     }

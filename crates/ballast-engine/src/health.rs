@@ -231,6 +231,21 @@ impl HealthCache {
         }
         Ok(Ok(total))
     }
+
+    /// The first collateral that [`HealthCache::initial_for_new_risk`] counted at zero because its price is
+    /// unreliable, if any (to explain a refusal).
+    pub fn zeroed_collateral(
+        &self,
+        problems: impl Fn(u16) -> Option<PriceProblem>,
+    ) -> Option<BlockedBy> {
+        self.entries[..self.len].iter().find_map(|e| {
+            let problem = problems(e.asset)?;
+            (e.amount.is_positive() && e.health.initial.is_positive()).then_some(BlockedBy {
+                asset: e.asset,
+                problem,
+            })
+        })
+    }
 }
 
 fn entry(asset: u16, amount: TokenAmount, risk: &AssetRisk) -> NumResult<Entry> {

@@ -240,3 +240,146 @@ fn random_amount(rng: &mut Rng, decimals: u8, price_micro: i128) -> TokenQuantit
     let native = (usd_micro * 10i128.pow(decimals as u32) / price_micro.max(1)).max(1);
     TokenQuantity::from_native(ballast_num::TokenAmount::from_raw(native), decimals).unwrap()
 }
+
+/// The example protocol with changes applied before validation (e.g. size premia off for exact formulas).
+pub fn config_with(
+    change: impl FnOnce(&mut ballast_engine::config::ProtocolFile),
+) -> ProtocolConfig {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/protocol.toml");
+    let text = std::fs::read_to_string(path).expect("examples/protocol.toml");
+    let mut file: ballast_engine::config::ProtocolFile = toml::from_str(&text).unwrap();
+    change(&mut file);
+    ProtocolConfig::from_file(file).expect("changed config is valid")
+}
+
+/// The example protocol without size premia, so that expected health is a short formula.
+pub fn flat_config() -> ProtocolConfig {
+    config_with(|f| {
+        for a in &mut f.asset {
+            a.size_premium_factor = ballast_num::Ratio::ZERO;
+        }
+    })
+}
+
+/// A small driver: applies commands at a moving clock and keeps the results.
+pub struct Venue {
+    pub engine: Engine,
+    pub t: u64,
+}
+
+impl Venue {
+    pub fn new(config: ProtocolConfig) -> Venue {
+        Venue {
+            engine: Engine::new(config, GENESIS),
+            t: GENESIS,
+        }
+    }
+
+    pub fn apply(
+        &mut self,
+        kind: CommandKind,
+    ) -> Result<Vec<ballast_engine::Event>, ballast_engine::Rejection> {
+        self.engine.apply(&cmd(self.t, kind))
+    }
+
+    pub fn ok(&mut self, kind: CommandKind) -> Vec<ballast_engine::Event> {
+        let shown = format!("{kind:?}");
+        self.apply(kind)
+            .unwrap_or_else(|r| panic!("{shown} rejected: {r}"))
+    }
+
+    pub fn rejected(&mut self, kind: CommandKind) -> ballast_engine::Rejection {
+        let before = self.engine.state_hash();
+        let shown = format!("{kind:?}");
+        let rejection = self
+            .apply(kind)
+            .map(|e| panic!("{shown} applied: {e:?}"))
+            .unwrap_err();
+        assert_eq!(
+            self.engine.state_hash(),
+            before,
+            "a rejection changed the state"
+        );
+        rejection
+    }
+
+    pub fn price(&mut self, asset: &str, p: &str) -> Vec<ballast_engine::Event> {
+        let price: Price = p.parse().unwrap();
+        let confidence = Price::from_raw(price.raw() / 1000);
+        self.ok(CommandKind::OraclePrice {
+            asset: asset.into(),
+            price,
+            confidence,
+            publish_time: self.t,
+        })
+    }
+
+    /// Prices for all example assets at the current time.
+    pub fn all_prices(&mut self) {
+        for (asset, p) in [
+            ("USDC", "1"),
+            ("BTC", "60000"),
+            ("ETH", "3000"),
+            ("SOL", "150"),
+            ("MNGO", "0.03"),
+        ] {
+            self.price(asset, p);
+        }
+    }
+
+    /// Creates an owner with one sub-account of the given margin; returns the sub-account id.
+    pub fn sub(&mut self, owner: u64, margin: MarginSpec) -> u32 {
+        if !self.engine.owners().contains_key(&owner) {
+            self.ok(CommandKind::CreateAccount { owner });
+        }
+        match self
+            .ok(CommandKind::OpenSubAccount { owner, margin })
+            .as_slice()
+        {
+            [ballast_engine::Event::SubAccountOpened { sub_account, .. }] => *sub_account,
+            other => panic!("unexpected events {other:?}"),
+        }
+    }
+
+    pub fn deposit(&mut self, sub: u32, asset: &str, amount: &str) -> Vec<ballast_engine::Event> {
+        self.ok(CommandKind::Deposit {
+            sub_account: sub,
+            asset: asset.into(),
+            amount: qty(amount),
+        })
+    }
+
+    pub fn withdraw(
+        &mut self,
+        sub: u32,
+        asset: &str,
+        amount: &str,
+    ) -> Result<Vec<ballast_engine::Event>, ballast_engine::Rejection> {
+        self.apply(CommandKind::Withdraw {
+            sub_account: sub,
+            asset: asset.into(),
+            amount: qty(amount),
+            reduce_only: false,
+        })
+    }
+
+    pub fn health(&self, sub: u32) -> ballast_engine::Health {
+        self.engine.health(sub).unwrap()
+    }
+}
+
+pub fn quote(s: &str) -> ballast_num::Quote {
+    s.parse().unwrap()
+}
+
+/// A proptest configuration with a fixed, printed seed (`BALLAST_SEED` overrides it), so that every run of a
+/// property test is reproducible.
+pub fn proptest_config(test: &str, cases: u32, default_seed: u64) -> proptest::test_runner::Config {
+    let seed = seed(test, default_seed);
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
