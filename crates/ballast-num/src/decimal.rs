@@ -94,6 +94,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(2_000))]
         #[test]
         fn round_trip(raw in any::<i128>().prop_filter("not MIN", |v| *v != i128::MIN), decimals in 0u32..=18) {
             let text = format_decimal(raw, decimals);

@@ -475,6 +475,23 @@ impl serde::de::Visitor<'_> for DecimalVisitor {
     }
 }
 
+/// Property-test configuration with a fixed seed, printed so that any run is reproducible; `BALLAST_SEED`
+/// overrides it.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let seed = std::env::var("BALLAST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0BA1_1A57);
+    println!("proptest seed {seed} (reproduce with BALLAST_SEED={seed})");
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -619,7 +619,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #![proptest_config(crate::proptest_config(20_000))]
 
         #[test]
         fn sqrt_u128_is_exact(x in prop_oneof![
@@ -724,7 +724,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(6_000))]
+        #![proptest_config(crate::proptest_config(6_000))]
 
         #[test]
         fn exp_within_documented_bound(x in exp_inputs()) {
@@ -745,7 +745,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #![proptest_config(crate::proptest_config(20_000))]
 
         #[test]
         fn exp_never_panics_and_saturates(x in any::<i128>()) {
@@ -833,7 +833,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(6_000))]
+        #![proptest_config(crate::proptest_config(6_000))]
 
         #[test]
         fn ln_within_documented_bound(x in ln_inputs()) {

@@ -110,7 +110,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #![proptest_config(crate::proptest_config(20_000))]
         #[test]
         fn matches_big_integer_reference(a in any_i128(), b in any_i128(), d in any_i128()) {
             prop_assume!(d != 0);
