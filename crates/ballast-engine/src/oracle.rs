@@ -104,9 +104,12 @@ impl OraclePrice {
         let step = price
             .checked_sub(self.reference)?
             .mul_ratio(weight, Rounding::Floor)?;
-        let reference = self.reference.checked_add(step)?;
-        // The reference always lies between the old reference and the new price; it is positive.
-        debug_assert!(reference.raw() > 0);
+        // Between the old reference and the new price (rounding may not push it outside), so always positive.
+        let reference = self
+            .reference
+            .checked_add(step)?
+            .max(price.min(self.reference))
+            .min(price.max(self.reference));
         Ok(OraclePrice {
             price,
             confidence,

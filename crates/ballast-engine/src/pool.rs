@@ -320,16 +320,26 @@ pub fn borrow_native_at(scaled: i128, borrow_index: Ratio) -> NumResult<TokenAmo
     mul_div(scaled, borrow_index.raw(), RATIO_SCALE, Rounding::Ceil).map(TokenAmount::from_raw)
 }
 
+/// Longest period one `exp` step covers: with rates capped at 100 (10,000% a year) by validation, the exponent of a
+/// step stays below 12.5, far inside `exp_fixed`'s range, however long a pool went without accrual.
+const ACCRUAL_STEP_MAX_S: u64 = SECONDS_PER_YEAR / 8;
+
 /// `index * exp(rate * elapsed / year)`, rounded up at each step (the borrower pays the rounding).
 fn grown_index(index: Ratio, annual_rate: Ratio, elapsed_s: u64) -> NumResult<Ratio> {
-    let exponent = mul_div(
-        annual_rate.raw(),
-        elapsed_s as i128,
-        SECONDS_PER_YEAR as i128,
-        Rounding::Ceil,
-    )?;
-    let growth = Ratio::from_raw(exponent).exp()?;
-    index.mul_ceil(growth)
+    let mut index = index;
+    let mut remaining_s = elapsed_s;
+    while remaining_s > 0 {
+        let step_s = remaining_s.min(ACCRUAL_STEP_MAX_S);
+        let exponent = mul_div(
+            annual_rate.raw(),
+            step_s as i128,
+            SECONDS_PER_YEAR as i128,
+            Rounding::Ceil,
+        )?;
+        index = index.mul_ceil(Ratio::from_raw(exponent).exp()?)?;
+        remaining_s -= step_s;
+    }
+    Ok(index)
 }
 
 /// `amount * 10^18 - scaled * index`: what rounding left over, in index units. The true value is below one index
@@ -374,6 +384,25 @@ mod tests {
             "0.0288".parse().unwrap()
         );
         assert_eq!(c.borrow_rate(Ratio::ONE), "0.79".parse().unwrap());
+    }
+
+    #[test]
+    fn a_pool_left_alone_for_decades_still_accrues() {
+        let c = curve("0.5", "1", "99");
+        let mut pool = Pool::new(0);
+        pool.deposit(TokenAmount::from_raw(1_000_000)).unwrap();
+        pool.borrow(TokenAmount::from_raw(10)).unwrap();
+        // 5 years at 2% utilization: rate 0.04; fine in one step or eight.
+        pool.accrue(5 * SECONDS_PER_YEAR, &c, Ratio::ZERO).unwrap();
+        pool.check_conservation().unwrap();
+        // 30 years at 100% of a 100/year curve would need exp(3000): the index overflows and says so.
+        let mut full = Pool::new(0);
+        full.deposit(TokenAmount::from_raw(10)).unwrap();
+        full.borrow(TokenAmount::from_raw(10)).unwrap();
+        assert!(matches!(
+            full.accrue(30 * SECONDS_PER_YEAR, &c, Ratio::ZERO),
+            Err(NumError::Overflow { .. })
+        ));
     }
 
     #[test]
