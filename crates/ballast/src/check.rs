@@ -1,0 +1,230 @@
+//! `ballast check CONFIG`: validate a protocol file and print what it holds, for people (not a stable format).
+//!
+//! On success it prints the protocol section, the tiers and three tables keyed by asset symbol: risk (decimals,
+//! tier, collateral mode, the four weights, size premium, concentration threshold, caps, reserve factor), oracle
+//! limits, and the interest curve with the annual borrow rate it gives at 0% utilization, at each kink and at 100%.
+//! Every number is printed exactly as the engine holds it (decimal, no rounding).
+
+use crate::{load_config, Failure};
+use ballast_engine::config::CollateralMode;
+use ballast_engine::ProtocolConfig;
+use ballast_num::Ratio;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+pub fn check(path: &Path) -> Result<(), Failure> {
+    let loaded = load_config(path)?;
+    let text = describe(&path.display().to_string(), &loaded.config);
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        // `ballast check x | head`: the reader has seen enough.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::internal(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// The human-readable description of a validated protocol file.
+pub fn describe(source: &str, config: &ProtocolConfig) -> String {
+    let p = &config.protocol;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "{source}: ok ({} tiers, {} assets)\n",
+        config.tiers.len(),
+        config.assets.len()
+    );
+    let _ = writeln!(out, "protocol                  {}", p.name);
+    let _ = writeln!(out, "quote asset               {}", p.quote_asset);
+    let _ = writeln!(
+        out,
+        "liquidation_end_fraction  {}\n",
+        p.liquidation_end_fraction
+    );
+
+    out.push_str("tiers\n");
+    let rows = config
+        .tiers
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.max_maintenance_asset_weight.to_string(),
+                t.min_maintenance_liability_weight.to_string(),
+                config
+                    .assets
+                    .iter()
+                    .filter(|a| a.tier == t.name)
+                    .map(|a| a.symbol.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["tier", "max maint asset w", "min maint liab w", "assets"],
+        rows,
+    ));
+
+    out.push_str(
+        "\nassets (weights: asset initial/maint, liability initial/maint; caps in whole tokens)\n",
+    );
+    let rows = config
+        .assets
+        .iter()
+        .map(|a| {
+            vec![
+                a.symbol.clone(),
+                a.decimals.to_string(),
+                a.tier.clone(),
+                match a.collateral {
+                    CollateralMode::Cross => "cross".to_string(),
+                    CollateralMode::IsolatedOnly => "isolated_only".to_string(),
+                },
+                a.initial_asset_weight.to_string(),
+                a.maintenance_asset_weight.to_string(),
+                a.initial_liability_weight.to_string(),
+                a.maintenance_liability_weight.to_string(),
+                a.size_premium_factor.to_string(),
+                a.concentration_threshold.to_string(),
+                a.deposit_cap.to_string(),
+                a.borrow_cap.to_string(),
+                a.reserve_factor.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "asset",
+            "decimals",
+            "tier",
+            "collateral",
+            "init asset w",
+            "maint asset w",
+            "init liab w",
+            "maint liab w",
+            "size premium",
+            "concentration",
+            "deposit cap",
+            "borrow cap",
+            "reserve factor",
+        ],
+        rows,
+    ));
+
+    out.push_str("\noracle limits\n");
+    let rows = config
+        .assets
+        .iter()
+        .map(|a| {
+            let o = &a.oracle;
+            vec![
+                a.symbol.clone(),
+                o.max_staleness_s.to_string(),
+                o.max_confidence.to_string(),
+                o.max_divergence.to_string(),
+                o.reference_time_constant_s.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "asset",
+            "max staleness s",
+            "max confidence",
+            "max divergence",
+            "reference tau s",
+        ],
+        rows,
+    ));
+
+    out.push_str("\ninterest (annual borrow rate by utilization)\n");
+    let rows = config
+        .assets
+        .iter()
+        .map(|a| {
+            let c = &a.interest;
+            let join = |values: Vec<String>| values.join(", ");
+            vec![
+                a.symbol.clone(),
+                c.borrow_rate(Ratio::ZERO).to_string(),
+                join(c.kinks.iter().map(|k| k.to_string()).collect()),
+                join(
+                    c.kinks
+                        .iter()
+                        .map(|k| c.borrow_rate(*k).to_string())
+                        .collect(),
+                ),
+                c.borrow_rate(Ratio::ONE).to_string(),
+                join(c.slopes.iter().map(|s| s.to_string()).collect()),
+                c.max_rate.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "asset",
+            "rate at 0%",
+            "kinks",
+            "rate at kinks",
+            "rate at 100%",
+            "slopes",
+            "max rate",
+        ],
+        rows,
+    ));
+    out
+}
+
+/// Left-aligned columns separated by two spaces, a header row, and a rule under it.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let mut text = String::from("  ");
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let _ = write!(text, "{cell:<width$}");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for row in rows {
+        line(row);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let text = table(
+            &["a", "bb"],
+            vec![
+                vec!["long".into(), "1".into()],
+                vec!["x".into(), "22".into()],
+            ],
+        );
+        assert_eq!(
+            text, "  a     bb\n  ----  --\n  long  1\n  x     22\n",
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The `--summary` object: the engine's state at the end of a run or replay, as one JSON line.
+//!
+//! ```text
+//! {"type":"summary","commands":N,"applied":A,"rejected":R,"now":SECONDS,
+//!  "sub_accounts":[{"id","owner","margin","balances":{SYMBOL:AMOUNT},"health":{...},"below_maintenance"}],
+//!  "pools":[{"asset","price","total_supplied","total_borrowed","vault","utilization","borrow_rate",
+//!            "supply_rate","borrow_index","supply_index"}],
+//!  "treasury":{SYMBOL:AMOUNT},"state_hash":"<hex>"}
+//! ```
+//!
+//! Units: token amounts are whole tokens (the asset's native units divided by 10^decimals), health is in the quote
+//! asset (USD), prices are USD per whole token, rates are annual, indices start at 1. Every number except counts,
+//! ids and times is a decimal string, exact, never a float. Balances are valued at each pool's stored indices (as of
+//! its last accrual); health projects borrow interest to `now`, as the engine's own checks do. Objects keyed by
+//! symbol list the assets in listing order.
+
+use ballast_engine::{Engine, Health, MarginKind, MarginSpec, OwnerId, SubAccountId};
+use ballast_num::{NumResult, Price, Ratio, TokenAmount, TokenQuantity};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+/// What happened to the commands of a run or replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub commands: u64,
+    pub applied: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    commands: u64,
+    applied: u64,
+    rejected: u64,
+    /// Sequencer time of the last applied command (genesis if none), seconds.
+    now: u64,
+    sub_accounts: Vec<SubAccountSummary>,
+    pools: Vec<PoolSummary>,
+    /// The treasury's claim on each pool (its reserve-factor share of interest), whole tokens.
+    treasury: BySymbol<TokenQuantity>,
+    state_hash: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SubAccountSummary {
+    id: SubAccountId,
+    owner: OwnerId,
+    /// `"cross"` or `{"isolated":"SYMBOL"}`, as in commands and events.
+    margin: MarginSpec,
+    /// Non-zero balances, whole tokens; negative is debt.
+    balances: BySymbol<TokenQuantity>,
+    /// Health at the three levels, quote (USD); `null` with `health_error` if it cannot be computed.
+    health: Option<Health>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_error: Option<String>,
+    /// A margin call is open (maintenance health was below zero at the last evaluation).
+    below_maintenance: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PoolSummary {
+    asset: String,
+    /// Latest oracle price, USD per whole token; `null` before the first one.
+    price: Option<Price>,
+    total_supplied: TokenQuantity,
+    total_borrowed: TokenQuantity,
+    /// Tokens the pool holds (supplied minus borrowed, plus rounding kept by the venue).
+    vault: TokenQuantity,
+    utilization: Ratio,
+    /// Annual borrow rate at the current utilization.
+    borrow_rate: Ratio,
+    /// Annual supply rate: `borrow_rate * utilization * (1 - reserve_factor)`.
+    supply_rate: Ratio,
+    borrow_index: Ratio,
+    supply_index: Ratio,
+}
+
+/// `(symbol, value)` pairs written as one JSON object in the given order (a map type would sort the keys).
+#[derive(Debug)]
+struct BySymbol<T>(Vec<(String, T)>);
+
+impl<T: Serialize> Serialize for BySymbol<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (symbol, value) in &self.0 {
+            map.serialize_entry(symbol, value)?;
+        }
+        map.end()
+    }
+}
+
+impl Summary {
+    /// Reads everything from the engine's views; fails only on arithmetic overflow in a pool total.
+    pub fn build(engine: &Engine, tally: Tally) -> Result<Summary, String> {
+        let assets = engine.assets();
+        let symbol = |asset: u16| assets[asset as usize].symbol.clone();
+        let whole = |asset: u16, amount: TokenAmount| -> NumResult<TokenQuantity> {
+            TokenQuantity::from_native(amount, assets[asset as usize].decimals)
+        };
+
+        let mut sub_accounts = Vec::with_capacity(engine.sub_accounts().len());
+        for (i, sub) in engine.sub_accounts().iter().enumerate() {
+            let id = i as SubAccountId;
+            let mut balances = Vec::with_capacity(sub.balances.len());
+            for b in &sub.balances {
+                let amount = engine
+                    .balance_native(id, b.asset)
+                    .and_then(|native| whole(b.asset, native))
+                    .map_err(|e| format!("sub-account {id} {}: {e}", symbol(b.asset)))?;
+                balances.push((symbol(b.asset), amount));
+            }
+            let (health, health_error) = match engine.health(id) {
+                Ok(h) => (Some(h), None),
+                Err(rejection) => (None, Some(rejection.to_string())),
+            };
+            sub_accounts.push(SubAccountSummary {
+                id,
+                owner: sub.owner,
+                margin: match sub.margin {
+                    MarginKind::Cross => MarginSpec::Cross,
+                    MarginKind::Isolated(asset) => MarginSpec::Isolated(symbol(asset)),
+                },
+                balances: BySymbol(balances),
+                health,
+                health_error,
+                below_maintenance: sub.below_maintenance,
+            });
+        }
+
+        let mut pools = Vec::with_capacity(assets.len());
+        let mut treasury = Vec::with_capacity(assets.len());
+        for (i, config) in assets.iter().enumerate() {
+            let asset = i as u16;
+            let pool = engine.pool(asset);
+            let context = |e: ballast_num::NumError| format!("pool {}: {e}", config.symbol);
+            let utilization = pool.utilization().map_err(context)?;
+            let borrow_rate = config.interest.borrow_rate(utilization);
+            pools.push(PoolSummary {
+                asset: config.symbol.clone(),
+                price: engine.oracle(asset).map(|o| o.price),
+                total_supplied: pool
+                    .total_supplied()
+                    .and_then(|a| whole(asset, a))
+                    .map_err(context)?,
+                total_borrowed: pool
+                    .total_borrowed()
+                    .and_then(|a| whole(asset, a))
+                    .map_err(context)?,
+                vault: whole(asset, pool.vault).map_err(context)?,
+                utilization,
+                borrow_rate,
+                supply_rate: pool
+                    .supply_rate(borrow_rate, config.reserve_factor)
+                    .map_err(context)?,
+                borrow_index: pool.borrow_index,
+                supply_index: pool.supply_index,
+            });
+            let held = pool
+                .treasury_native()
+                .and_then(|a| whole(asset, a))
+                .map_err(context)?;
+            treasury.push((config.symbol.clone(), held));
+        }
+
+        Ok(Summary {
+            kind: "summary",
+            commands: tally.commands,
+            applied: tally.applied,
+            rejected: tally.rejected,
+            now: engine.now_s(),
+            sub_accounts,
+            pools,
+            treasury: BySymbol(treasury),
+            state_hash: engine.state_hash(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_engine::{Command, ProtocolConfig};
+
+    const CONFIG: &str = include_str!("../../../examples/protocol.toml");
+
+    #[test]
+    fn empty_engine_summary_lists_every_pool_and_treasury_in_listing_order() {
+        let config = ProtocolConfig::from_toml("protocol.toml", CONFIG).unwrap();
+        let engine = Engine::new(config, 100);
+        let summary = Summary::build(&engine, Tally::default()).unwrap();
+        let json = serde_json::to_string(&summary).unwrap();
+        assert!(json.starts_with(r#"{"type":"summary","commands":0,"applied":0,"rejected":0,"now":100,"sub_accounts":[],"pools":[{"asset":"USDC","price":null,"total_supplied":"0""#), "{json}");
+        assert!(
+            json.contains(r#""treasury":{"USDC":"0","BTC":"0","ETH":"0","SOL":"0","MNGO":"0"}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(&format!(r#""state_hash":"{}""#, engine.state_hash())),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn balances_are_whole_tokens_and_margin_matches_the_command_shape() {
+        let config = ProtocolConfig::from_toml("protocol.toml", CONFIG).unwrap();
+        let mut engine = Engine::new(config, 0);
+        for line in [
+            r#"{"timestamp":1,"type":"create_account","owner":5}"#,
+            r#"{"timestamp":1,"type":"open_sub_account","owner":5,"margin":{"isolated":"MNGO"}}"#,
+            r#"{"timestamp":2,"type":"deposit","sub_account":0,"asset":"MNGO","amount":"12.5"}"#,
+        ] {
+            engine.apply(&Command::from_json(line).unwrap()).unwrap();
+        }
+        let summary = Summary::build(&engine, Tally::default()).unwrap();
+        let json = serde_json::to_string(&summary.sub_accounts[0]).unwrap();
+        assert!(
+            json.contains(r#""margin":{"isolated":"MNGO"},"balances":{"MNGO":"12.5"}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""health":{"initial":"0","liquidation_end":"0","maintenance":"0"}"#),
+            "{json}"
+        );
+    }
+}

@@ -1,0 +1,699 @@
+//! Integration tests: the real `ballast` binary, run in a temporary directory, against the shipped examples.
+//!
+//! Every assertion prints the command line, exit code, stdout and stderr when it fails. A failed test keeps its
+//! directory (under the system temp dir, `ballast-cli-<pid>-<test>`) for inspection; a passing one removes it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+// ----- harness ---------------------------------------------------------------------------------------------------
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn example_config() -> String {
+    examples().join("protocol.toml").display().to_string()
+}
+
+fn example_commands() -> String {
+    examples().join("commands.jsonl").display().to_string()
+}
+
+/// A fresh directory for one test; removed on drop unless the test is failing.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("ballast-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, contents).expect("write test file");
+        path.display().to_string()
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).expect("read test file")
+    }
+
+    /// Runs `ballast args...` with this directory as the working directory.
+    fn ballast(&self, args: &[&str]) -> Outcome {
+        let output = Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(args)
+            .current_dir(&self.0)
+            .output()
+            .expect("spawn ballast");
+        Outcome {
+            command: format!("ballast {}", args.join(" ")),
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// What one run of the binary did.
+struct Outcome {
+    command: String,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\n$ {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n---",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Outcome {
+    fn expect_code(&self, code: i32) -> &Outcome {
+        assert_eq!(self.code, Some(code), "unexpected exit code{self}");
+        self
+    }
+
+    fn stdout_has(&self, needle: &str) -> &Outcome {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}{self}"
+        );
+        self
+    }
+
+    fn stderr_has(&self, needle: &str) -> &Outcome {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}{self}"
+        );
+        self
+    }
+
+    /// Every stdout line, parsed as JSON (each must be an object with a `type`).
+    fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}{self}"));
+                assert!(
+                    value["type"].is_string(),
+                    "line without a type: {line}{self}"
+                );
+                value
+            })
+            .collect()
+    }
+
+    /// The lines whose `type` is `kind`.
+    fn of_type(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.json_lines()
+            .into_iter()
+            .filter(|v| v["type"] == kind)
+            .collect()
+    }
+
+    fn last_line(&self) -> serde_json::Value {
+        self.json_lines()
+            .pop()
+            .unwrap_or_else(|| panic!("no output{self}"))
+    }
+}
+
+fn is_sha256_hex(value: &serde_json::Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+// ----- check -----------------------------------------------------------------------------------------------------
+
+#[test]
+fn check_accepts_the_example_and_describes_it() {
+    let dir = TempDir::new("check_ok");
+    let out = dir.ballast(&["check", &example_config()]);
+    out.expect_code(0)
+        .stdout_has(": ok (3 tiers, 5 assets)")
+        .stdout_has("ballast-example")
+        .stdout_has("quote asset               USDC")
+        .stdout_has("isolated_only")
+        .stdout_has("rate at 100%");
+    assert!(out.stderr.is_empty(), "{out}");
+    // The interest table: USDC's curve is 0 at 0%, 0.04 at its kink 0.8, 0.79 at 100%.
+    let usdc = out
+        .stdout
+        .lines()
+        .rfind(|l| l.trim_start().starts_with("USDC "))
+        .unwrap_or_else(|| panic!("no USDC interest row{out}"));
+    let cells: Vec<&str> = usdc.split_whitespace().collect();
+    assert_eq!(&cells[..5], ["USDC", "0", "0.8", "0.04", "0.79"], "{out}");
+}
+
+const BROKEN_CONFIG: &str = r#"
+[protocol]
+name = "broken"
+quote_asset = "USDT"
+liquidation_end_fraction = "0.5"
+
+[[tier]]
+name = "major"
+max_maintenance_asset_weight = "0.95"
+min_maintenance_liability_weight = "1.05"
+
+[[asset]]
+symbol = "BTC"
+decimals = 8
+tier = "major"
+collateral = "cross"
+initial_asset_weight = "0.8"
+maintenance_asset_weight = "1.2"
+initial_liability_weight = "1.2"
+maintenance_liability_weight = "1.1"
+size_premium_factor = "0"
+concentration_threshold = "0"
+deposit_cap = "100"
+borrow_cap = "10"
+reserve_factor = "0.1"
+[asset.oracle]
+max_staleness_s = 60
+max_confidence = "0.01"
+max_divergence = "0.1"
+reference_time_constant_s = 3600
+[asset.interest]
+base_rate = "0"
+kinks = ["0.8"]
+slopes = ["0.04", "0.75"]
+max_rate = "1"
+
+[[asset]]
+symbol = "ETH"
+decimals = 18
+tier = "blue-chip"
+collateral = "cross"
+initial_asset_weight = "0.95"
+maintenance_asset_weight = "0.9"
+initial_liability_weight = "1.2"
+maintenance_liability_weight = "1.1"
+size_premium_factor = "0"
+concentration_threshold = "0"
+deposit_cap = "100"
+borrow_cap = "10"
+reserve_factor = "0.1"
+[asset.oracle]
+max_staleness_s = 60
+max_confidence = "0.01"
+max_divergence = "0.1"
+reference_time_constant_s = 3600
+[asset.interest]
+base_rate = "0"
+kinks = ["0.8"]
+slopes = ["0.04", "0.75"]
+max_rate = "1"
+"#;
+
+#[test]
+fn check_lists_every_error_with_asset_and_field() {
+    let dir = TempDir::new("check_broken");
+    dir.write("broken.toml", BROKEN_CONFIG);
+    let out = dir.ballast(&["check", "broken.toml"]);
+    out.expect_code(2);
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout for an invalid file{out}"
+    );
+    let expected = [
+        // weight above 1 (and above the tier's bound)
+        "broken.toml: asset BTC: maintenance_asset_weight 1.2 exceeds 1",
+        "broken.toml: asset BTC: maintenance_asset_weight 1.2 exceeds tier major's max_maintenance_asset_weight 0.95",
+        // initial looser than maintenance
+        "broken.toml: asset ETH: initial_asset_weight 0.95 exceeds maintenance_asset_weight 0.9",
+        // unknown tier
+        "broken.toml: asset ETH: tier blue-chip is not a defined [[tier]]",
+        // missing quote asset
+        "broken.toml: protocol: quote_asset USDT is not a listed asset",
+    ];
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    for needle in expected {
+        assert!(
+            lines.iter().any(|l| l.starts_with(needle)),
+            "no stderr line starts with {needle:?}{out}"
+        );
+    }
+    assert!(
+        lines.iter().all(|l| l.starts_with("broken.toml: ")),
+        "every error line names the file{out}"
+    );
+}
+
+#[test]
+fn check_reports_unreadable_and_unparsable_files_in_one_line() {
+    let dir = TempDir::new("check_unreadable");
+    let out = dir.ballast(&["check", "no-such-file.toml"]);
+    out.expect_code(2)
+        .stderr_has("error: cannot read protocol file no-such-file.toml");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+
+    dir.write("bad.toml", "[protocol\nname = 3");
+    let out = dir.ballast(&["check", "bad.toml"]);
+    out.expect_code(2).stderr_has("bad.toml: TOML parse error");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+
+    dir.write("binary.toml", [0xff, 0xfe, 0x00, 0x41]);
+    dir.ballast(&["check", "binary.toml"])
+        .expect_code(2)
+        .stderr_has("is not UTF-8");
+
+    // A directory is not a file either.
+    dir.ballast(&["check", "."])
+        .expect_code(2)
+        .stderr_has("error: cannot read");
+}
+
+// ----- run -------------------------------------------------------------------------------------------------------
+
+#[test]
+fn run_example_produces_the_documented_session() {
+    let dir = TempDir::new("run_example");
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        &example_commands(),
+        "--summary",
+    ]);
+    out.expect_code(0);
+    let lines = out.json_lines();
+    // Every line carries the number of the command that produced it; they never go backwards.
+    let mut last_seq = 0;
+    for line in &lines[..lines.len() - 1] {
+        let seq = line["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no seq in {line}{out}"));
+        assert!(seq >= last_seq, "seq went backwards at {line}{out}");
+        last_seq = seq;
+    }
+
+    // The BTC drop puts owner 2's sub-account 1 below maintenance, and the repayment brings it back.
+    let calls = out.of_type("margin_call");
+    assert_eq!(calls.len(), 1, "{out}");
+    assert_eq!(calls[0]["sub_account"], 1, "{out}");
+    assert_eq!(calls[0]["owner"], 2, "{out}");
+    assert!(
+        calls[0]["maintenance_health"]
+            .as_str()
+            .is_some_and(|h| h.starts_with('-')),
+        "{out}"
+    );
+    assert_eq!(out.of_type("margin_recovered").len(), 1, "{out}");
+
+    // The expected rejections, with their codes and messages.
+    let rejections = out.of_type("rejection");
+    let codes: Vec<&str> = rejections
+        .iter()
+        .map(|r| r["code"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        codes,
+        ["isolated_only_asset", "insufficient_health", "stale_oracle"],
+        "{out}"
+    );
+    let message = |i: usize| rejections[i]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        message(1).starts_with("withdraw of 20000 USDC would leave initial health at -")
+            && message(1).ends_with(" USDC"),
+        "{out}"
+    );
+    assert!(message(2).contains("oracle for USDC is stale"), "{out}");
+
+    // One event of every other kind the example is meant to show.
+    for kind in [
+        "account_created",
+        "sub_account_opened",
+        "price_updated",
+        "deposited",
+        "withdrawn",
+        "transferred",
+        "interest_accrued",
+        "asset_listed",
+    ] {
+        assert!(!out.of_type(kind).is_empty(), "no {kind} event{out}");
+    }
+    // The borrow shows as a negative balance and a `borrowed` amount.
+    let borrow = &out.of_type("withdrawn")[0];
+    assert_eq!(borrow["borrowed"], "80000", "{out}");
+    assert_eq!(borrow["balance"], "-80000", "{out}");
+
+    // The summary closes the output.
+    let summary = out.last_line();
+    assert_eq!(summary["type"], "summary", "{out}");
+    assert!(is_sha256_hex(&summary["state_hash"]), "{out}");
+    let commands = summary["commands"].as_u64().unwrap_or(0);
+    assert_eq!(commands, last_seq, "{out}");
+    assert_eq!(
+        summary["applied"].as_u64().unwrap_or(0) + summary["rejected"].as_u64().unwrap_or(0),
+        commands,
+        "{out}"
+    );
+    assert_eq!(summary["rejected"], 3, "{out}");
+    assert_eq!(
+        summary["sub_accounts"].as_array().map(Vec::len),
+        Some(4),
+        "{out}"
+    );
+    assert_eq!(
+        summary["sub_accounts"][3]["margin"]["isolated"], "MNGO",
+        "{out}"
+    );
+    assert_eq!(summary["sub_accounts"][1]["balances"]["BTC"], "2", "{out}");
+    assert!(
+        summary["sub_accounts"][1]["health"]["maintenance"].is_string(),
+        "{out}"
+    );
+    assert_eq!(summary["pools"][0]["asset"], "USDC", "{out}");
+    assert!(summary["pools"][0]["borrow_rate"].is_string(), "{out}");
+    assert!(summary["treasury"]["USDC"].is_string(), "{out}");
+}
+
+#[test]
+fn run_output_has_no_floats() {
+    let dir = TempDir::new("run_no_floats");
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        &example_commands(),
+        "--summary",
+    ]);
+    out.expect_code(0);
+    fn check(value: &serde_json::Value, out: &Outcome) {
+        match value {
+            serde_json::Value::Number(n) => assert!(n.is_u64(), "non-integer number {n}{out}"),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| check(v, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|v| check(v, out)),
+            _ => {}
+        }
+    }
+    for line in out.json_lines() {
+        check(&line, &out);
+    }
+}
+
+#[test]
+fn run_is_deterministic() {
+    let dir = TempDir::new("run_deterministic");
+    let args = [
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        &example_commands(),
+        "--summary",
+    ];
+    let first = dir.ballast(&args);
+    let second = dir.ballast(&args);
+    first.expect_code(0);
+    assert_eq!(first.stdout, second.stdout, "{first}{second}");
+}
+
+#[test]
+fn run_with_malformed_lines_reports_each_and_applies_nothing() {
+    let dir = TempDir::new("run_malformed");
+    let example = std::fs::read_to_string(example_commands()).expect("read example");
+    let mut lines: Vec<String> = example.lines().map(str::to_string).collect();
+    // Break two lines after some good ones: a truncated object, and a float amount.
+    lines.insert(
+        9,
+        r#"{"timestamp":1700000000,"type":"create_account","#.to_string(),
+    );
+    lines.insert(
+        12,
+        r#"{"timestamp":1700000020,"type":"deposit","sub_account":0,"asset":"USDC","amount":1.5}"#
+            .to_string(),
+    );
+    dir.write("bad.jsonl", lines.join("\n"));
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        "bad.jsonl",
+        "--log",
+        "out.log",
+        "--summary",
+    ]);
+    out.expect_code(2)
+        .stderr_has("bad.jsonl line 10: ")
+        .stderr_has("bad.jsonl line 13: ")
+        .stderr_has("float");
+    assert_eq!(out.stderr.lines().count(), 2, "one line per bad line{out}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing applied, nothing printed{out}"
+    );
+    assert!(
+        !dir.path("out.log").exists(),
+        "no log for a run that never started{out}"
+    );
+}
+
+#[test]
+fn run_reports_bad_arguments_and_files_without_panicking() {
+    let dir = TempDir::new("run_bad_input");
+    let config = example_config();
+    dir.ballast(&["run", "--config", &config, "--commands", "missing.jsonl"])
+        .expect_code(2)
+        .stderr_has("error: cannot read commands file missing.jsonl");
+    dir.ballast(&["run", "--config", "missing.toml", "--commands", "x"])
+        .expect_code(2)
+        .stderr_has("error: cannot read protocol file missing.toml");
+    dir.write("c.jsonl", "");
+    dir.ballast(&[
+        "run",
+        "--config",
+        &config,
+        "--commands",
+        "c.jsonl",
+        "--genesis",
+        "soon",
+    ])
+    .expect_code(2);
+    dir.ballast(&["run", "--config", &config]).expect_code(2);
+    dir.ballast(&[
+        "run",
+        "--config",
+        &config,
+        "--commands",
+        "c.jsonl",
+        "--log",
+        "no-such-dir/x.log",
+    ])
+    .expect_code(2)
+    .stderr_has("error: cannot create log file no-such-dir/x.log");
+
+    // Junk that parses as JSON but not as commands, and numbers far past every range.
+    dir.write(
+        "junk.jsonl",
+        [
+            "[1,2,3]",
+            r#"{"type":"create_account","owner":1}"#,
+            r#"{"timestamp":-1,"type":"create_account","owner":1}"#,
+            r#"{"timestamp":1,"type":"create_account","owner":1e400}"#,
+            r#"{"timestamp":1,"type":"deposit","sub_account":0,"asset":"USDC","amount":"1e5"}"#,
+            r#"{"timestamp":1,"type":"deposit","sub_account":0,"asset":"USDC","amount":"999999999999999999999999999999"}"#,
+            r#"{"timestamp":1,"type":"launch_rocket"}"#,
+            r#"{"timestamp":1,"type":"create_account","owner":1,"extra":true}"#,
+        ]
+        .join("\n"),
+    );
+    let out = dir.ballast(&["run", "--config", &config, "--commands", "junk.jsonl"]);
+    out.expect_code(2);
+    assert_eq!(out.stderr.lines().count(), 8, "{out}");
+    for n in 1..=8 {
+        out.stderr_has(&format!("junk.jsonl line {n}: "));
+    }
+
+    // Valid commands with extreme values: rejected or applied, never a crash.
+    dir.write(
+        "extreme.jsonl",
+        [
+            r#"{"timestamp":1,"type":"create_account","owner":18446744073709551615}"#,
+            r#"{"timestamp":1,"type":"open_sub_account","owner":18446744073709551615,"margin":"cross"}"#,
+            r#"{"timestamp":2,"type":"oracle_price","asset":"BTC","price":"170141183460469231731687303.715884105727","confidence":"0","publish_time":2}"#,
+            r#"{"timestamp":3,"type":"deposit","sub_account":0,"asset":"BTC","amount":"50000"}"#,
+            r#"{"timestamp":3,"type":"withdraw","sub_account":0,"asset":"USDC","amount":"1000000000"}"#,
+            r#"{"timestamp":3,"type":"deposit","sub_account":4294967295,"asset":"ETH","amount":"0.000000000000000001"}"#,
+            r#"{"timestamp":18446744073709551615,"type":"accrue_interest"}"#,
+            r#"{"timestamp":0,"type":"create_account","owner":2}"#,
+        ]
+        .join("\n"),
+    );
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &config,
+        "--commands",
+        "extreme.jsonl",
+        "--summary",
+    ]);
+    out.expect_code(0);
+    assert!(!out.of_type("rejection").is_empty(), "{out}");
+    assert!(is_sha256_hex(&out.last_line()["state_hash"]), "{out}");
+}
+
+// ----- log and replay --------------------------------------------------------------------------------------------
+
+/// Runs the example with `--log run.log --summary` in `dir`; returns the summary line.
+fn run_with_log(dir: &TempDir) -> serde_json::Value {
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        &example_commands(),
+        "--log",
+        "run.log",
+        "--summary",
+    ]);
+    out.expect_code(0);
+    out.last_line()
+}
+
+#[test]
+fn run_log_then_replay_gives_the_same_state_hash() {
+    let dir = TempDir::new("replay_same_hash");
+    let summary = run_with_log(&dir);
+    let log = dir.read("run.log");
+    // Header plus one entry per command, rejected ones included.
+    assert_eq!(
+        log.lines().count() as u64,
+        1 + summary["commands"].as_u64().unwrap_or(0),
+        "{log}"
+    );
+    assert!(
+        log.starts_with(r#"{"format":"ballast-command-log","version":1,"config_sha256":""#),
+        "{log}"
+    );
+
+    let out = dir.ballast(&[
+        "replay",
+        "--config",
+        &example_config(),
+        "--log",
+        "run.log",
+        "--summary",
+    ]);
+    out.expect_code(0);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["type"], "replayed", "{out}");
+    assert_eq!(lines[0]["commands"], summary["commands"], "{out}");
+    assert_eq!(lines[0]["state_hash"], summary["state_hash"], "{out}");
+    // The whole summary matches, not just the hash.
+    assert_eq!(lines[1], summary, "{out}");
+}
+
+#[test]
+fn run_with_explicit_genesis_is_logged_and_replayed() {
+    let dir = TempDir::new("replay_genesis");
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        &example_commands(),
+        "--log",
+        "run.log",
+        "--genesis",
+        "1699999000",
+        "--summary",
+    ]);
+    out.expect_code(0);
+    assert!(dir.read("run.log").contains(r#""genesis":1699999000"#));
+    let replayed = dir.ballast(&["replay", "--config", &example_config(), "--log", "run.log"]);
+    replayed.expect_code(0);
+    assert_eq!(
+        replayed.last_line()["state_hash"],
+        out.last_line()["state_hash"],
+        "{out}{replayed}"
+    );
+}
+
+#[test]
+fn replay_of_a_tampered_log_fails_clearly() {
+    let dir = TempDir::new("replay_tampered");
+    run_with_log(&dir);
+    let log = dir.read("run.log");
+
+    // Change one amount in the middle: the next line's hash link no longer matches.
+    let tampered = log.replacen(r#""amount":"80000""#, r#""amount":"90000""#, 1);
+    assert_ne!(tampered, log, "the example borrows 80000 USDC");
+    dir.write("tampered.log", &tampered);
+    let out = dir.ballast(&[
+        "replay",
+        "--config",
+        &example_config(),
+        "--log",
+        "tampered.log",
+    ]);
+    out.expect_code(2)
+        .stderr_has("error: tampered.log: line ")
+        .stderr_has("hash chain broken");
+    assert!(out.stdout.is_empty(), "{out}");
+
+    // Drop a line: the sequence has a gap.
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.remove(5);
+    dir.write("cut.log", lines.join("\n"));
+    dir.ballast(&["replay", "--config", &example_config(), "--log", "cut.log"])
+        .expect_code(2)
+        .stderr_has("error: cut.log: line 6: seq 6, expected 5");
+
+    // Not a log at all.
+    dir.write("empty.log", "");
+    dir.ballast(&[
+        "replay",
+        "--config",
+        &example_config(),
+        "--log",
+        "empty.log",
+    ])
+    .expect_code(2)
+    .stderr_has("empty log");
+}
+
+#[test]
+fn replay_against_another_protocol_file_fails_clearly() {
+    let dir = TempDir::new("replay_other_config");
+    run_with_log(&dir);
+    // Same protocol, one byte different (a comment): the log was not written against it.
+    let config = std::fs::read_to_string(example_config()).expect("read example config");
+    dir.write("changed.toml", format!("{config}\n# edited\n"));
+    let out = dir.ballast(&["replay", "--config", "changed.toml", "--log", "run.log"]);
+    out.expect_code(2)
+        .stderr_has("error: run.log was written against a different protocol file")
+        .stderr_has("changed.toml has ");
+    assert!(out.stdout.is_empty(), "{out}");
+}
