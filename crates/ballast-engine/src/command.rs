@@ -92,7 +92,9 @@ impl Command {
         let timestamp = timestamp
             .as_u64()
             .ok_or("`timestamp` must be a non-negative integer (seconds)")?;
-        let kind: CommandKind = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let fields = value.clone();
+        let kind: CommandKind = serde_json::from_value(value)
+            .map_err(|e| locate_field_error(&fields).unwrap_or(e.to_string()))?;
         Ok(Command { timestamp, kind })
     }
 
@@ -100,6 +102,23 @@ impl Command {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("commands always serialize")
     }
+}
+
+/// Names the field behind a failed parse when it is one of the decimal fields (the tagged enum's own error loses
+/// the field name): `field `amount`: 'abc' is not a decimal number`.
+fn locate_field_error(fields: &serde_json::Value) -> Option<String> {
+    let object = fields.as_object()?;
+    for (name, value) in object {
+        let error = match name.as_str() {
+            "amount" => serde_json::from_value::<TokenQuantity>(value.clone()).err(),
+            "price" | "confidence" => serde_json::from_value::<Price>(value.clone()).err(),
+            _ => None,
+        };
+        if let Some(error) = error {
+            return Some(format!("field `{name}`: {error}"));
+        }
+    }
+    None
 }
 
 /// What an applied command changed.

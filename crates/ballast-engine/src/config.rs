@@ -10,7 +10,7 @@
 //! open risk; the maintenance weights decide when an account may be liquidated. Liquidation-end weights sit between
 //! them, `liquidation_end_fraction` of the way from maintenance toward initial.
 
-use crate::limits::{MAX_ASSETS, MAX_SYMBOL_LEN};
+use crate::limits::{MAX_ASSETS, MAX_CAP_TOKENS, MAX_SYMBOL_LEN};
 use ballast_num::{Ratio, TokenQuantity, TOKEN_QUANTITY_DECIMALS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -338,6 +338,18 @@ pub fn validate_asset(asset: &AssetConfig, tiers: &[TierConfig]) -> Vec<String> 
     }
     if asset.borrow_cap < TokenQuantity::ZERO {
         err("borrow_cap", format!("{} is negative", asset.borrow_cap));
+    }
+    let cap_max = TokenQuantity::from_int(MAX_CAP_TOKENS).expect("constant");
+    for (field, q) in [
+        ("deposit_cap", asset.deposit_cap),
+        ("concentration_threshold", asset.concentration_threshold),
+    ] {
+        if q > cap_max {
+            err(
+                field,
+                format!("{q} exceeds the limit of {MAX_CAP_TOKENS} tokens"),
+            );
+        }
     }
     if asset.borrow_cap > asset.deposit_cap {
         err(

@@ -11,7 +11,7 @@ use crate::config::{
 };
 use crate::health::{AssetRisk, Health, HealthCache};
 use crate::limits::{
-    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_OWNERS, MAX_SUB_ACCOUNTS,
+    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_OWNERS, MAX_PRICE, MAX_SUB_ACCOUNTS,
     MAX_SUB_ACCOUNTS_PER_OWNER,
 };
 use crate::oracle::OraclePrice;
@@ -77,6 +77,21 @@ pub struct Engine {
     pub(crate) now_s: u64,
     /// Commands applied so far.
     pub(crate) applied: u64,
+    /// Pre-images of what the command being applied has written (see [`Journal`]).
+    journal: Journal,
+}
+
+/// Pre-images of everything the command being applied has written so far.
+///
+/// A handler writes only after every check has passed, but the margin re-evaluation that follows its write reads
+/// the new state and can still fail (an arithmetic overflow on absurd magnitudes). Then [`Engine::apply`] restores
+/// these pre-images, newest first, and the rejection changes nothing. Cleared at the start of every command.
+#[derive(Clone, Debug, Default)]
+struct Journal {
+    pools: Vec<(AssetIdx, Pool)>,
+    balances: Vec<(SubAccountId, AssetIdx, i128)>,
+    oracles: Vec<(AssetIdx, Option<OraclePrice>)>,
+    flags: Vec<(SubAccountId, bool)>,
 }
 
 type Applied = Result<Vec<Event>, Rejection>;
@@ -102,6 +117,7 @@ impl Engine {
             holders: Vec::new(),
             now_s: genesis_s,
             applied: 0,
+            journal: Journal::default(),
         };
         for asset in config.assets {
             engine.push_asset(asset);
@@ -120,6 +136,45 @@ impl Engine {
         idx
     }
 
+    /// Writes a pool, keeping its pre-image in the journal.
+    fn commit_pool(&mut self, asset: AssetIdx, pool: Pool) {
+        let old = std::mem::replace(&mut self.pools[asset as usize], pool);
+        self.journal.pools.push((asset, old));
+    }
+
+    /// Writes a balance, keeping its pre-image in the journal.
+    fn commit_balance(&mut self, id: SubAccountId, asset: AssetIdx, scaled: i128) {
+        let old = self.sub_accounts[id as usize].scaled(asset);
+        self.journal.balances.push((id, asset, old));
+        self.set_balance(id, asset, scaled);
+    }
+
+    /// Writes an oracle price, keeping its pre-image in the journal.
+    fn commit_oracle(&mut self, asset: AssetIdx, price: OraclePrice) {
+        let old = self.oracles[asset as usize].replace(price);
+        self.journal.oracles.push((asset, old));
+    }
+
+    /// Restores every pre-image the journal holds, newest first.
+    fn roll_back(&mut self) {
+        let journal = std::mem::take(&mut self.journal);
+        for (id, below) in journal.flags.into_iter().rev() {
+            self.sub_accounts[id as usize].below_maintenance = below;
+        }
+        for (id, asset, scaled) in journal.balances.into_iter().rev() {
+            self.set_balance(id, asset, scaled);
+        }
+        for (asset, pool) in journal.pools.into_iter().rev() {
+            self.commit_pool(asset, pool);
+        }
+        for (asset, price) in journal.oracles.into_iter().rev() {
+            self.oracles[asset as usize] = price;
+        }
+        #[cfg(debug_assertions)]
+        self.check_invariants()
+            .expect("invariant broken by a roll-back");
+    }
+
     /// Applies one command: all of it, or (with a [`Rejection`]) none of it.
     pub fn apply(&mut self, command: &Command) -> Applied {
         if command.timestamp < self.now_s {
@@ -132,7 +187,8 @@ impl Engine {
             ));
         }
         let now = command.timestamp;
-        let events = match &command.kind {
+        self.journal = Journal::default();
+        let result = match &command.kind {
             CommandKind::CreateAccount { owner } => self.create_account(*owner),
             CommandKind::OpenSubAccount { owner, margin } => self.open_sub_account(*owner, margin),
             CommandKind::Deposit {
@@ -160,7 +216,14 @@ impl Engine {
             } => self.oracle_price(now, asset, *price, *confidence, *publish_time),
             CommandKind::AccrueInterest { asset } => self.accrue_interest(now, asset.as_deref()),
             CommandKind::ListAsset { asset } => self.list_asset(now, asset),
-        }?;
+        };
+        let events = match result {
+            Ok(events) => events,
+            Err(rejection) => {
+                self.roll_back();
+                return Err(rejection);
+            }
+        };
         self.now_s = now;
         self.applied += 1;
         #[cfg(debug_assertions)]
@@ -438,6 +501,7 @@ impl Engine {
         crossed.sort_unstable_by_key(|(id, _)| *id);
         for (id, maintenance_health) in crossed {
             let sub = &mut self.sub_accounts[id as usize];
+            self.journal.flags.push((id, sub.below_maintenance));
             sub.below_maintenance = maintenance_health.is_negative();
             let owner = sub.owner;
             events.push(if sub.below_maintenance {
@@ -592,8 +656,8 @@ impl Engine {
         )?;
         let repaid_q = self.quantity(asset, repaid)?;
         // Commit.
-        self.pools[asset as usize] = pool;
-        self.set_balance(id, asset, scaled);
+        self.commit_pool(asset, pool);
+        self.commit_balance(id, asset, scaled);
         let mut events = vec![Event::Deposited {
             sub_account: id,
             asset: symbol.to_string(),
@@ -708,8 +772,8 @@ impl Engine {
         )?;
         let borrowed_q = self.quantity(asset, borrow)?;
         // Commit.
-        self.pools[asset as usize] = pool;
-        self.set_balance(id, asset, scaled);
+        self.commit_pool(asset, pool);
+        self.commit_balance(id, asset, scaled);
         let mut events = vec![Event::Withdrawn {
             sub_account: id,
             asset: symbol.to_string(),
@@ -788,9 +852,9 @@ impl Engine {
             &[(asset, source_scaled)],
         )?;
         // Commit.
-        self.pools[asset as usize] = pool;
-        self.set_balance(from, asset, source_scaled);
-        self.set_balance(to, asset, credit_scaled);
+        self.commit_pool(asset, pool);
+        self.commit_balance(from, asset, source_scaled);
+        self.commit_balance(to, asset, credit_scaled);
         let mut events = vec![Event::Transferred {
             from,
             to,
@@ -810,10 +874,16 @@ impl Engine {
         publish_time: u64,
     ) -> Applied {
         let asset = self.asset_idx(symbol)?;
-        if !price.is_positive() {
+        if !price.is_positive() || price > MAX_PRICE {
             return Err(reject(
                 "bad_price",
-                format!("price {price} for {symbol} must be positive"),
+                format!("price {price} for {symbol} must be positive and at most {MAX_PRICE}"),
+            ));
+        }
+        if confidence > price {
+            return Err(reject(
+                "bad_price",
+                format!("confidence {confidence} for {symbol} exceeds the price {price}"),
             ));
         }
         if confidence.is_negative() {
@@ -843,7 +913,7 @@ impl Engine {
             Some(previous) => previous.next(price, confidence, publish_time, config)?,
         };
         // Commit.
-        self.oracles[asset as usize] = Some(next);
+        self.commit_oracle(asset, next);
         let mut events = vec![Event::PriceUpdated {
             asset: symbol.to_string(),
             price,
@@ -900,7 +970,7 @@ impl Engine {
             if pool.borrow_index != self.pools[asset as usize].borrow_index {
                 changed.push(asset);
             }
-            self.pools[asset as usize] = pool;
+            self.commit_pool(asset, pool);
         }
         for asset in changed {
             self.reevaluate_holders(now_s, asset, &mut events)?;
@@ -1000,14 +1070,23 @@ impl Engine {
     }
 
     /// Native balance of a sub-account in an asset (negative: debt), at the pool's stored indices.
-    pub fn balance_native(&self, id: SubAccountId, asset: AssetIdx) -> NumResult<TokenAmount> {
-        let scaled = self.sub_accounts[id as usize].scaled(asset);
-        let pool = &self.pools[asset as usize];
-        if scaled >= 0 {
-            pool.deposit_native(scaled)
+    pub fn balance_native(
+        &self,
+        id: SubAccountId,
+        asset: AssetIdx,
+    ) -> Result<TokenAmount, Rejection> {
+        let scaled = self.sub_account(id)?.scaled(asset);
+        let pool = self.pools.get(asset as usize).ok_or_else(|| {
+            reject(
+                "unknown_asset",
+                format!("asset index {asset} is not listed"),
+            )
+        })?;
+        Ok(if scaled >= 0 {
+            pool.deposit_native(scaled)?
         } else {
-            pool.borrow_native(-scaled)?.checked_neg()
-        }
+            pool.borrow_native(-scaled)?.checked_neg()?
+        })
     }
 
     /// Checks every cross-cutting invariant: per-pool conservation, scaled totals equal the sum of balances,
@@ -1087,4 +1166,56 @@ pub(crate) fn maintenance_health(sub: &SubAccount, risks: &[AssetRisk]) -> NumRe
         total = total.checked_add(risk.maintenance_contribution(amount)?)?;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        let text = include_str!("../../../examples/protocol.toml");
+        Engine::new(ProtocolConfig::from_toml("protocol.toml", text).unwrap(), 0)
+    }
+
+    #[test]
+    fn roll_back_restores_every_pre_image() {
+        let mut e = engine();
+        for command in [
+            CommandKind::CreateAccount { owner: 1 },
+            CommandKind::OpenSubAccount {
+                owner: 1,
+                margin: MarginSpec::Cross,
+            },
+            CommandKind::OpenSubAccount {
+                owner: 1,
+                margin: MarginSpec::Cross,
+            },
+            CommandKind::Deposit {
+                sub_account: 0,
+                asset: "USDC".into(),
+                amount: "100".parse().unwrap(),
+            },
+        ] {
+            e.apply(&Command {
+                timestamp: 0,
+                kind: command,
+            })
+            .unwrap();
+        }
+        let before = e.state_hash();
+        e.journal = Journal::default();
+        let mut pool = e.pools[0].clone();
+        pool.deposit(TokenAmount::from_raw(5)).unwrap();
+        e.commit_pool(0, pool);
+        e.commit_balance(0, 0, 0); // removes a balance
+        e.commit_balance(1, 0, 7); // adds one
+        e.commit_balance(1, 1, 9);
+        e.commit_oracle(2, OraclePrice::first(Price::ONE, Price::ZERO, 0));
+        e.journal.flags.push((0, false));
+        e.sub_accounts[0].below_maintenance = true;
+        assert_ne!(e.state_hash(), before);
+        e.roll_back();
+        assert_eq!(e.state_hash(), before);
+        e.check_invariants().unwrap();
+    }
 }

@@ -13,6 +13,13 @@ pub const MAX_SUB_ACCOUNTS: usize = 1 << 24;
 /// Distinct token balances (deposits or borrows) one sub-account may hold.
 pub const MAX_BALANCES_PER_SUB_ACCOUNT: usize = 8;
 
+/// Highest oracle price accepted: 10^12 USD per whole token.
+pub const MAX_PRICE: ballast_num::Price =
+    ballast_num::Price::from_raw(1_000_000_000_000 * ballast_num::PRICE_SCALE);
+/// Largest deposit or borrow cap (and concentration threshold), in whole tokens: 10^15. With prices capped at
+/// 10^12 USD, every balance is worth less than 10^27 USD, so valuation never overflows.
+pub const MAX_CAP_TOKENS: i128 = 1_000_000_000_000_000;
+
 const _: () = assert!(MAX_ASSETS <= u16::MAX as usize);
 const _: () = assert!(MAX_SUB_ACCOUNTS <= u32::MAX as usize);
 const _: () = assert!(MAX_OWNERS * MAX_SUB_ACCOUNTS_PER_OWNER >= MAX_SUB_ACCOUNTS);

@@ -59,6 +59,12 @@ impl LogEncoder {
         )
     }
 
+    /// SHA-256 of the last line written: the chain head. Kept outside the log (by the store, or a person), it
+    /// detects a log whose last entries were cut or edited, which the chain alone cannot.
+    pub fn head(&self) -> &str {
+        &self.prev
+    }
+
     /// The line for the next command (without newline).
     pub fn entry(&mut self, command: &Command) -> String {
         self.seq += 1;
@@ -73,8 +79,18 @@ impl LogEncoder {
     }
 }
 
-/// Decodes a whole log: the header and the commands in order, or the first problem with its line number.
-pub fn decode_log(text: &str) -> Result<(LogHeader, Vec<Command>), String> {
+/// A decoded log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedLog {
+    pub header: LogHeader,
+    pub commands: Vec<Command>,
+    /// SHA-256 of the last line: compare with a head kept elsewhere to detect a cut or edited tail.
+    pub head: String,
+}
+
+/// Decodes a whole log: the header, the commands in order and the chain head, or the first problem with its line
+/// number.
+pub fn decode_log(text: &str) -> Result<DecodedLog, String> {
     let mut lines = text.lines().enumerate();
     let (_, first) = lines.next().ok_or("line 1: empty log, expected a header")?;
     let header: LogHeader =
@@ -125,5 +141,9 @@ pub fn decode_log(text: &str) -> Result<(LogHeader, Vec<Command>), String> {
         commands.push(command);
         prev = sha256_hex(line.as_bytes());
     }
-    Ok((header, commands))
+    Ok(DecodedLog {
+        header,
+        commands,
+        head: prev,
+    })
 }

@@ -320,24 +320,32 @@ pub fn borrow_native_at(scaled: i128, borrow_index: Ratio) -> NumResult<TokenAmo
     mul_div(scaled, borrow_index.raw(), RATIO_SCALE, Rounding::Ceil).map(TokenAmount::from_raw)
 }
 
-/// Longest period one `exp` step covers: with rates capped at 100 (10,000% a year) by validation, the exponent of a
-/// step stays below 12.5, far inside `exp_fixed`'s range, however long a pool went without accrual.
-const ACCRUAL_STEP_MAX_S: u64 = SECONDS_PER_YEAR / 8;
+/// Largest exponent one `exp` step takes (raw, 10^18 scale): 12.5, far inside `exp_fixed`'s range (about 46.6).
+const ACCRUAL_EXPONENT_MAX: i128 = 12_500_000_000_000_000_000;
 
-/// `index * exp(rate * elapsed / year)`, rounded up at each step (the borrower pays the rounding).
+/// `index * exp(rate * elapsed / year)`, rounded up (the borrower pays the rounding). One `exp` when the exponent
+/// is at most 12.5, as it is for any realistic period; a pool left alone for decades at a punitive rate compounds in
+/// as many equal steps as keep each exponent below that, instead of overflowing.
 fn grown_index(index: Ratio, annual_rate: Ratio, elapsed_s: u64) -> NumResult<Ratio> {
-    let mut index = index;
-    let mut remaining_s = elapsed_s;
-    while remaining_s > 0 {
-        let step_s = remaining_s.min(ACCRUAL_STEP_MAX_S);
-        let exponent = mul_div(
+    let exponent = |seconds: u64| {
+        mul_div(
             annual_rate.raw(),
-            step_s as i128,
+            seconds as i128,
             SECONDS_PER_YEAR as i128,
             Rounding::Ceil,
-        )?;
-        index = index.mul_ceil(Ratio::from_raw(exponent).exp()?)?;
-        remaining_s -= step_s;
+        )
+    };
+    let total = exponent(elapsed_s)?;
+    let n_steps = (total / ACCRUAL_EXPONENT_MAX + 1) as u64; // >= 1; total <= 100 * 2^64 / year, so small
+    let step_s = elapsed_s / n_steps;
+    let mut index = index;
+    for step in 0..n_steps {
+        let seconds = if step + 1 == n_steps {
+            elapsed_s - step_s * (n_steps - 1)
+        } else {
+            step_s
+        };
+        index = index.mul_ceil(Ratio::from_raw(exponent(seconds)?).exp()?)?;
     }
     Ok(index)
 }

@@ -51,8 +51,9 @@ fn applied_logged_and_replayed_gives_the_same_hash() {
             text += &encoder.entry(command);
             text.push('\n');
         }
-        let (decoded_header, commands) =
-            decode_log(&text).unwrap_or_else(|e| panic!("seed {s}: {e}"));
+        let decoded = decode_log(&text).unwrap_or_else(|e| panic!("seed {s}: {e}"));
+        assert_eq!(decoded.head, encoder.head(), "seed {s}: chain head differs");
+        let (decoded_header, commands) = (decoded.header, decoded.commands);
         assert_eq!(decoded_header, header);
         assert_eq!(
             commands, stream,

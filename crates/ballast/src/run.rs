@@ -68,8 +68,8 @@ pub fn replay(args: &ReplayArgs) -> Result<(), Failure> {
     let loaded = load_config(&args.config)?;
     let text = read_text(&args.log, "command log")?;
     let log_name = args.log.display();
-    let (header, commands) =
-        decode_log(&text).map_err(|e| Failure::input(format!("{log_name}: {e}")))?;
+    let decoded = decode_log(&text).map_err(|e| Failure::input(format!("{log_name}: {e}")))?;
+    let (header, commands) = (decoded.header, decoded.commands);
     let config_sha256 = sha256_hex(&loaded.bytes);
     if header.config_sha256 != config_sha256 {
         return Err(Failure::input(format!(
@@ -92,6 +92,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(), Failure> {
     out.line(&to_json(&Replayed {
         kind: "replayed",
         commands: tally.commands,
+        log_head: decoded.head,
         state_hash: engine.state_hash(),
     })?)?;
     if args.summary {
@@ -162,6 +163,8 @@ struct Replayed {
     #[serde(rename = "type")]
     kind: &'static str,
     commands: u64,
+    /// SHA-256 of the log's last line; compare with a head kept elsewhere to detect a cut or edited tail.
+    log_head: String,
     state_hash: String,
 }
 

@@ -107,7 +107,7 @@ impl Summary {
             for b in &sub.balances {
                 let amount = engine
                     .balance_native(id, b.asset)
-                    .and_then(|native| whole(b.asset, native))
+                    .and_then(|native| Ok(whole(b.asset, native)?))
                     .map_err(|e| format!("sub-account {id} {}: {e}", symbol(b.asset)))?;
                 balances.push((symbol(b.asset), amount));
             }
