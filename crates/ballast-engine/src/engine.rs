@@ -954,7 +954,9 @@ impl Engine {
         let mut events = Vec::new();
         let mut changed = Vec::new();
         for (asset, pool, accrual) in pools {
-            if accrual.elapsed_s == 0 {
+            if accrual.elapsed_s == 0 || pool.borrows_scaled == 0 {
+                // Nothing owed, nothing accrued: only the accrual clock moved.
+                self.commit_pool(asset, pool);
                 continue;
             }
             let to_treasury =
