@@ -96,6 +96,13 @@ struct Journal {
 
 type Applied = Result<Vec<Event>, Rejection>;
 
+/// Which of an asset's pool caps a check is against.
+#[derive(Clone, Copy, Debug)]
+enum Cap {
+    Deposit,
+    Borrow,
+}
+
 fn reject(code: &'static str, message: impl Into<String>) -> Rejection {
     Rejection::new(code, message)
 }
@@ -606,6 +613,30 @@ impl Engine {
         }])
     }
 
+    /// Refuses a pool total above the asset's deposit or borrow cap.
+    fn check_cap(&self, asset: AssetIdx, cap: Cap, total: TokenAmount) -> Result<(), Rejection> {
+        let config = &self.assets[asset as usize];
+        let (limit, code, action, what) = match cap {
+            Cap::Deposit => (config.deposit_cap, "deposit_cap", "deposit", "deposits"),
+            Cap::Borrow => (config.borrow_cap, "borrow_cap", "borrow", "borrows"),
+        };
+        if total
+            > limit
+                .to_native_exact(config.decimals)
+                .expect("validated cap")
+        {
+            return Err(reject(
+                code,
+                format!(
+                    "{action} would raise total {} {what} to {}, above the cap of {limit}",
+                    config.symbol,
+                    self.quantity(asset, total)?
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn deposit(
         &mut self,
         now_s: u64,
@@ -620,40 +651,12 @@ impl Engine {
         let config = &self.assets[asset as usize];
         let mut pool = self.pools[asset as usize].clone();
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;
-        let mut scaled = sub.scaled(asset);
-        let mut repaid = TokenAmount::ZERO;
-        if scaled < 0 {
-            let owed = pool.borrow_native(-scaled)?;
-            repaid = native.min(owed);
-            scaled += pool.repay(repaid, -scaled)?;
+        let (scaled, repaid) = pool.credit(sub.scaled(asset), native)?;
+        if repaid < native {
+            // Only new supply is capped: a repayment is never refused.
+            self.check_cap(asset, Cap::Deposit, pool.total_supplied()?)?;
         }
-        let rest = native.checked_sub(repaid)?;
-        if rest.is_positive() {
-            debug_assert!(
-                scaled >= 0,
-                "a repayment that leaves debt uses the whole amount"
-            );
-            scaled += pool.deposit(rest)?;
-            let cap = config
-                .deposit_cap
-                .to_native_exact(config.decimals)
-                .expect("validated cap");
-            let supplied = pool.total_supplied()?;
-            if supplied > cap {
-                return Err(reject(
-                    "deposit_cap",
-                    format!(
-                        "deposit would raise total {symbol} deposits to {}, above the cap of {}",
-                        self.quantity(asset, supplied)?,
-                        config.deposit_cap
-                    ),
-                ));
-            }
-        }
-        let balance = self.quantity(
-            asset,
-            Self::native_of(scaled, &self.asset_risk_with_pool(asset, &pool))?,
-        )?;
+        let balance = self.quantity(asset, pool.balance_native(scaled)?)?;
         let repaid_q = self.quantity(asset, repaid)?;
         // Commit.
         self.commit_pool(asset, pool);
@@ -667,24 +670,6 @@ impl Engine {
         }];
         self.refresh_touched(now_s, &[id], &mut events)?;
         Ok(events)
-    }
-
-    /// Indices of a pool copy as an [`AssetRisk`]-like view for valuing one balance (only the indices are used).
-    fn asset_risk_with_pool(&self, asset: AssetIdx, pool: &Pool) -> AssetRisk {
-        let config = &self.assets[asset as usize];
-        AssetRisk {
-            decimals: config.decimals,
-            oracle: None,
-            problem: None,
-            initial_asset_weight: Ratio::ZERO,
-            maintenance_asset_weight: Ratio::ZERO,
-            initial_liability_weight: Ratio::ZERO,
-            maintenance_liability_weight: Ratio::ZERO,
-            size_premium_factor: Ratio::ZERO,
-            liquidation_end_fraction: Ratio::ZERO,
-            supply_index: pool.supply_index,
-            borrow_index: pool.borrow_index,
-        }
     }
 
     fn withdraw(
@@ -744,21 +729,7 @@ impl Engine {
         if borrow.is_positive() {
             debug_assert!(scaled <= 0, "a borrow follows only an emptied deposit");
             scaled -= pool.borrow(borrow)?;
-            let cap = config
-                .borrow_cap
-                .to_native_exact(config.decimals)
-                .expect("validated cap");
-            let borrowed = pool.total_borrowed()?;
-            if borrowed > cap {
-                return Err(reject(
-                    "borrow_cap",
-                    format!(
-                        "borrow would raise total {symbol} borrows to {}, above the cap of {}",
-                        self.quantity(asset, borrowed)?,
-                        config.borrow_cap
-                    ),
-                ));
-            }
+            self.check_cap(asset, Cap::Borrow, pool.total_borrowed()?)?;
         }
         let health = self.check_new_risk(
             id,
@@ -766,10 +737,7 @@ impl Engine {
             now_s,
             &[(asset, scaled)],
         )?;
-        let balance = self.quantity(
-            asset,
-            Self::native_of(scaled, &self.asset_risk_with_pool(asset, &pool))?,
-        )?;
+        let balance = self.quantity(asset, pool.balance_native(scaled)?)?;
         let borrowed_q = self.quantity(asset, borrow)?;
         // Commit.
         self.commit_pool(asset, pool);
@@ -831,16 +799,7 @@ impl Engine {
         let target_scaled = target.scaled(asset);
         // Out of the source as a withdrawal, into the target as a deposit (repaying its debt first).
         let debit = pool.withdraw(native, held_scaled)?;
-        let mut credit_scaled = target_scaled;
-        let mut rest = native;
-        if target_scaled < 0 {
-            let repaid = native.min(pool.borrow_native(-target_scaled)?);
-            credit_scaled += pool.repay(repaid, -target_scaled)?;
-            rest = rest.checked_sub(repaid)?;
-        }
-        if rest.is_positive() {
-            credit_scaled += pool.deposit(rest)?;
-        }
+        let (credit_scaled, _) = pool.credit(target_scaled, native)?;
         // Internal move: undo the external flow counters, the vault is unchanged.
         pool.total_in = pool.total_in.checked_sub(native)?;
         pool.total_out = pool.total_out.checked_sub(native)?;

@@ -95,6 +95,35 @@ impl Pool {
         borrow_native_at(scaled, self.borrow_index)
     }
 
+    /// Native value of a scaled balance of either sign (negative: debt), each rounded against the holder.
+    pub fn balance_native(&self, scaled: i128) -> NumResult<TokenAmount> {
+        if scaled >= 0 {
+            self.deposit_native(scaled)
+        } else {
+            self.borrow_native(-scaled)?.checked_neg()
+        }
+    }
+
+    /// Books `amount` entering a balance of `scaled` units: it repays debt first, the rest is deposited. Returns
+    /// the new scaled balance and the part that repaid debt.
+    pub fn credit(&mut self, scaled: i128, amount: TokenAmount) -> NumResult<(i128, TokenAmount)> {
+        let mut scaled = scaled;
+        let mut repaid = TokenAmount::ZERO;
+        if scaled < 0 {
+            repaid = amount.min(self.borrow_native(-scaled)?);
+            scaled += self.repay(repaid, -scaled)?;
+        }
+        let rest = amount.checked_sub(repaid)?;
+        if rest.is_positive() {
+            debug_assert!(
+                scaled >= 0,
+                "a repayment that leaves debt uses the whole amount"
+            );
+            scaled += self.deposit(rest)?;
+        }
+        Ok((scaled, repaid))
+    }
+
     /// Native tokens all depositors (and the treasury) can claim.
     pub fn total_supplied(&self) -> NumResult<TokenAmount> {
         self.deposit_native(self.deposits_scaled)

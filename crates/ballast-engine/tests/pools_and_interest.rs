@@ -131,3 +131,24 @@ fn amounts_must_fit_the_asset() {
     });
     assert_eq!(r.message, "asset DOGE is not listed");
 }
+
+#[test]
+fn a_repayment_is_never_refused_by_the_deposit_cap() {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let lender = v.sub(1, MarginSpec::Cross);
+    let borrower = v.sub(2, MarginSpec::Cross);
+    v.deposit(lender, "BTC", "50000"); // exactly the cap
+    v.deposit(borrower, "USDC", "1000000000");
+    v.withdraw(borrower, "BTC", "10000").unwrap();
+    // Two years of interest lift total BTC supply above the cap.
+    v.t += 2 * 365 * 86_400;
+    v.ok(CommandKind::AccrueInterest { asset: Some("BTC".into()) });
+    let btc = v.engine.asset_index("BTC").unwrap();
+    assert!(v.engine.pool(btc).total_supplied().unwrap().raw() > 50_000 * 100_000_000);
+    v.all_prices();
+    // New supply is refused, a repayment is not.
+    let r = v.rejected(CommandKind::Deposit { sub_account: lender, asset: "BTC".into(), amount: qty("1") });
+    assert_eq!(r.code, "deposit_cap");
+    v.deposit(borrower, "BTC", "5000");
+}
