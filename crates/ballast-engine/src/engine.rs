@@ -1089,6 +1089,30 @@ impl Engine {
                 }
             }
         }
+        // The maintenance hot path (oracle re-evaluation, with its exact fast paths) agrees with the general
+        // health computation, and the three levels are ordered.
+        let risks = self.all_risks(self.now_s).map_err(|e| e.to_string())?;
+        for (id, sub) in self.sub_accounts.iter().enumerate() {
+            let fast =
+                maintenance_health(sub, &risks).map_err(|e| format!("sub-account {id}: {e}"))?;
+            let health = self
+                .health_cache(sub, self.now_s, &[])
+                .and_then(|cache| cache.health())
+                .map_err(|e| format!("sub-account {id}: {e}"))?;
+            if fast != health.maintenance {
+                return Err(format!(
+                    "sub-account {id}: hot-path maintenance {fast} != {}",
+                    health.maintenance
+                ));
+            }
+            if health.initial > health.liquidation_end
+                || health.liquidation_end > health.maintenance
+            {
+                return Err(format!(
+                    "sub-account {id}: health levels out of order: {health:?}"
+                ));
+            }
+        }
         for (a, pool) in self.pools.iter().enumerate() {
             let symbol = &self.assets[a].symbol;
             pool.check_conservation()
@@ -1120,10 +1144,31 @@ impl Engine {
 /// Maintenance health of a sub-account from a table of asset risks: the hot path of oracle re-evaluation.
 #[inline]
 pub(crate) fn maintenance_health(sub: &SubAccount, risks: &[AssetRisk]) -> NumResult<Quote> {
+    const SCALE: u128 = ballast_num::RATIO_SCALE as u128;
     let mut total = Quote::ZERO;
     for b in &sub.balances {
         let risk = &risks[b.asset as usize];
-        let amount = Engine::native_of(b.scaled, risk)?;
+        // `Engine::native_of` without its signed 128-bit division where unsigned arithmetic gives the same value:
+        // `scaled * index / 10^18` rounded down for a deposit, minus the rounded-up magnitude for a debt, when the
+        // index is non-negative and the product fits in u128 (the quotient then fits in i128). Anything else (and
+        // `i128::MIN`, whose negation `native_of` refuses) takes `native_of` itself.
+        let index = if b.scaled >= 0 {
+            risk.supply_index.raw()
+        } else {
+            risk.borrow_index.raw()
+        };
+        let product = if index >= 0 && b.scaled != i128::MIN {
+            b.scaled.unsigned_abs().checked_mul(index as u128)
+        } else {
+            None
+        };
+        let amount = match product {
+            // An index of exactly one (it has not moved yet) values a balance at exactly its scaled units.
+            Some(_) if index == ballast_num::RATIO_SCALE => TokenAmount::from_raw(b.scaled),
+            Some(p) if b.scaled >= 0 => TokenAmount::from_raw((p / SCALE) as i128),
+            Some(p) => TokenAmount::from_raw(-(p.div_ceil(SCALE) as i128)),
+            None => Engine::native_of(b.scaled, risk)?,
+        };
         total = total.checked_add(risk.maintenance_contribution(amount)?)?;
     }
     Ok(total)

@@ -76,6 +76,36 @@ impl AssetRisk {
         if self.size_premium_factor.is_zero() || amount.is_zero() {
             return Ok(Ratio::ONE);
         }
+        // Fast path (the oracle hot path), same value as the general code below. For decimals <= 18, 10^decimals
+        // divides 10^18, so the whole tokens `size` are exactly |amount| * 10^(18 - decimals) (no rounding), and
+        // `size.sqrt_floor()` is floor(sqrt(size * 10^18)) = floor(sqrt(|amount| * 10^(36 - decimals))). When that
+        // radicand fits in u128 (|amount| below 3.4 * 10^(2 + decimals) native units: 340 whole tokens), the root
+        // is below 2^64 and `f * (root + 1)` (with 0 < f <= 1) fits too, so plain unsigned arithmetic gives the exact
+        // results of `sqrt_fixed_floor` and `mul_ceil`, without the general code's divisions. Anything else (a larger
+        // balance, a factor outside [0, 1]) takes the general code, errors included.
+
+        const POW10: [u128; 37] = {
+            let mut t = [1u128; 37];
+            let mut i = 1;
+            while i < 37 {
+                t[i] = t[i - 1] * 10;
+                i += 1;
+            }
+            t
+        };
+        const SCALE: i128 = ballast_num::RATIO_SCALE;
+        let factor = self.size_premium_factor.raw();
+        if self.decimals <= 18 && factor > 0 && factor <= SCALE {
+            let radicand = amount
+                .raw()
+                .unsigned_abs()
+                .checked_mul(POW10[36 - self.decimals as usize]);
+            if let Some(radicand) = radicand {
+                let root = ballast_num::math::sqrt_u128_floor(radicand) + 1;
+                let step = (factor as u128 * root).div_ceil(SCALE as u128);
+                return Ok(Ratio::from_raw(SCALE + step as i128));
+            }
+        }
         let size = amount
             .abs()?
             .whole_tokens(self.decimals, ballast_num::Rounding::Ceil)?;
@@ -115,12 +145,33 @@ impl AssetRisk {
     #[inline]
     pub fn maintenance_weight(&self, amount: TokenAmount) -> NumResult<Ratio> {
         let premium = self.premium(amount)?;
+        // Fast paths, same values as `div_floor` / `mul_ceil` below: a premium of exactly one leaves either weight
+        // unchanged (`w * 10^18 / 10^18` is exact for every w, so `mul_ceil` returns w). Otherwise, for a weight in
+        // [0, 100] and a positive premium, the quotients are the floor / ceiling of exact unsigned products that fit
+        // in u128 (w * 10^18 <= 10^38), and they fit in i128. Anything else takes the general code, errors included.
+        const SCALE: i128 = ballast_num::RATIO_SCALE;
+        let w = if amount.raw() >= 0 {
+            self.maintenance_asset_weight
+        } else {
+            self.maintenance_liability_weight
+        };
+        if premium == Ratio::ONE {
+            return Ok(w);
+        }
+        let (w_raw, p_raw) = (w.raw(), premium.raw());
         if amount.raw() >= 0 {
-            if premium == Ratio::ONE {
-                return Ok(self.maintenance_asset_weight);
+            if (0..=100 * SCALE).contains(&w_raw) && p_raw > 0 {
+                let quotient = (w_raw as u128 * SCALE as u128) / p_raw as u128;
+                return Ok(Ratio::from_raw(quotient as i128));
             }
             self.maintenance_asset_weight.div_floor(premium)
         } else {
+            if w_raw >= 0 && p_raw >= 0 {
+                if let Some(product) = (w_raw as u128).checked_mul(p_raw as u128) {
+                    let quotient = product.div_ceil(SCALE as u128);
+                    return Ok(Ratio::from_raw(quotient as i128));
+                }
+            }
             self.maintenance_liability_weight.mul_ceil(premium)
         }
     }
@@ -137,9 +188,52 @@ impl AssetRisk {
     /// borrowed: borrowing needs a reliable price).
     #[inline]
     pub fn maintenance_contribution(&self, amount: TokenAmount) -> NumResult<Quote> {
+        /// `floor(a * b / d)` for `b >= 0`, `d > 0`, when `|a| * b` fits in u128 (else `None`): the value of
+        /// `mul_div(a, b, d, Floor)` there, without its signed 128-bit division. For `a < 0` the floor of the negative
+        /// quotient is minus the ceiling of the positive one. The result fits in i128 whenever `d >= 2`.
+        #[inline(always)]
+        fn mul_div_floor(a: i128, b: i128, d: u128) -> Option<i128> {
+            if b < 0 || d < 2 || a == i128::MIN {
+                return None;
+            }
+            let product = a.unsigned_abs().checked_mul(b as u128)?;
+            Some(if a >= 0 {
+                (product / d) as i128
+            } else {
+                -(product.div_ceil(d) as i128)
+            })
+        }
+        /// `10^(decimals + PRICE_DECIMALS - QUOTE_DECIMALS)`, the divisor of `Price::value`, for decimals <= 30.
+        const VALUE_DIVISOR: [u128; 31] = {
+            let mut t = [0u128; 31];
+            let mut i = 0;
+            while i < 31 {
+                t[i] = 10u128
+                    .pow(i as u32 + ballast_num::PRICE_DECIMALS - ballast_num::QUOTE_DECIMALS);
+                i += 1;
+            }
+            t
+        };
         match &self.oracle {
             None => Ok(Quote::ZERO),
-            Some(o) => self.contribution(amount, o.price, self.maintenance_weight(amount)?),
+            Some(o) => {
+                let weight = self.maintenance_weight(amount)?;
+                // Fast path, same value as `contribution`: `value_floor` is `mul_div(amount, price, divisor, Floor)`
+                // and `mul_ratio_floor` is `mul_div(value, weight, 10^18, Floor)`, an identity for a weight of one.
+                if self.decimals as usize <= 30 {
+                    let divisor = VALUE_DIVISOR[self.decimals as usize];
+                    if let Some(value) = mul_div_floor(amount.raw(), o.price.raw(), divisor) {
+                        if weight == Ratio::ONE {
+                            return Ok(Quote::from_raw(value));
+                        }
+                        let scale = ballast_num::RATIO_SCALE as u128;
+                        if let Some(c) = mul_div_floor(value, weight.raw(), scale) {
+                            return Ok(Quote::from_raw(c));
+                        }
+                    }
+                }
+                self.contribution(amount, o.price, weight)
+            }
         }
     }
 }
@@ -403,5 +497,41 @@ mod tests {
         assert_eq!(cache.initial_for_new_risk().unwrap(), Ok(q("40"))); // only asset 1: 50 * 0.8
         cache.set(0, TokenAmount::from_raw(-1), &stale).unwrap();
         assert!(cache.initial_for_new_risk().unwrap().is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 20_000,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5EED_0042),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+        /// The maintenance hot path's exact fast paths give the general code's weights and values to the last raw
+        /// unit, for collateral and debt, small and whale-sized balances, with and without a size premium.
+        #[test]
+        fn hot_path_weight_and_contribution_equal_the_general_path(
+            decimals in 0u8..=18,
+            factor in proptest::prop_oneof![proptest::strategy::Just(0i128), 1i128..=10i128.pow(18)],
+            asset_w in 0i128..=10i128.pow(18),
+            liability_w in 10i128.pow(18)..=10 * 10i128.pow(18),
+            amount in proptest::prop_oneof![-10i128.pow(12)..10i128.pow(12), -10i128.pow(30)..10i128.pow(30)],
+            price in 1i128..10i128.pow(20),
+        ) {
+            let mut r = risk("1", "1");
+            r.decimals = decimals;
+            r.size_premium_factor = Ratio::from_raw(factor);
+            r.maintenance_asset_weight = Ratio::from_raw(asset_w);
+            r.initial_asset_weight = Ratio::from_raw(asset_w);
+            r.maintenance_liability_weight = Ratio::from_raw(liability_w);
+            r.initial_liability_weight = Ratio::from_raw(liability_w);
+            r.oracle.as_mut().unwrap().price = Price::from_raw(price);
+            let amount = TokenAmount::from_raw(amount);
+            let general = r.weights(amount).map(|w| w.maintenance);
+            proptest::prop_assert_eq!(r.maintenance_weight(amount), general);
+            if let Ok(w) = general {
+                let expected = Price::from_raw(price).value_floor(amount, decimals).and_then(|v| v.mul_ratio_floor(w));
+                proptest::prop_assert_eq!(r.maintenance_contribution(amount), expected);
+            }
+        }
     }
 }

