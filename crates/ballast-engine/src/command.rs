@@ -77,6 +77,39 @@ pub enum CommandKind {
     },
     /// Lists a new asset (administrative).
     ListAsset { asset: Box<AssetConfig> },
+    /// A perp trade matched by the venue's order book: the taker bought (`side` = buy) or sold `size` whole base
+    /// tokens to the maker at `price`.
+    PerpFill {
+        market: String,
+        taker: SubAccountId,
+        maker: SubAccountId,
+        side: Side,
+        size: TokenQuantity,
+        price: Price,
+    },
+    /// A funding premium sample: the venue's mark price for the market (from its order book) against the oracle.
+    UpdateFunding { market: String, mark_price: Price },
+    /// Protocol-level deleveraging switches for one market (administrative; governance later). Absent fields keep
+    /// their value. A new margin multiplier is phased in linearly over `phase_s` seconds from the one in force.
+    SetMarketRisk {
+        market: String,
+        #[serde(default)]
+        reduce_only: Option<bool>,
+        #[serde(default)]
+        paused: Option<bool>,
+        #[serde(default)]
+        margin_multiplier: Option<Ratio>,
+        #[serde(default)]
+        phase_s: u64,
+    },
+}
+
+/// The taker's side of a fill.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
 }
 
 impl Command {
@@ -111,7 +144,10 @@ fn locate_field_error(fields: &serde_json::Value) -> Option<String> {
     for (name, value) in object {
         let error = match name.as_str() {
             "amount" => serde_json::from_value::<TokenQuantity>(value.clone()).err(),
-            "price" | "confidence" => serde_json::from_value::<Price>(value.clone()).err(),
+            "size" => serde_json::from_value::<TokenQuantity>(value.clone()).err(),
+            "price" | "confidence" | "mark_price" => {
+                serde_json::from_value::<Price>(value.clone()).err()
+            }
             _ => None,
         };
         if let Some(error) = error {
@@ -189,6 +225,35 @@ pub enum Event {
     AssetListed {
         asset: String,
         index: u16,
+    },
+    PerpFilled {
+        market: String,
+        taker: SubAccountId,
+        maker: SubAccountId,
+        side: Side,
+        size: TokenQuantity,
+        price: Price,
+        taker_fee: Quote,
+        maker_fee: Quote,
+        /// Positions afterwards (base in whole tokens, quote balance in USD).
+        taker_base: TokenQuantity,
+        maker_base: TokenQuantity,
+        /// Long open interest afterwards, whole tokens.
+        open_interest: TokenQuantity,
+    },
+    FundingUpdated {
+        market: String,
+        /// The clamped premium per funding interval that was applied.
+        rate: Ratio,
+        elapsed_s: u64,
+        funding_index: Price,
+    },
+    MarketRiskSet {
+        market: String,
+        reduce_only: bool,
+        paused: bool,
+        margin_multiplier: Ratio,
+        phase_s: u64,
     },
 }
 

@@ -10,7 +10,9 @@
 //! open risk; the maintenance weights decide when an account may be liquidated. Liquidation-end weights sit between
 //! them, `liquidation_end_fraction` of the way from maintenance toward initial.
 
-use crate::limits::{MAX_ASSETS, MAX_CAP_TOKENS, MAX_SYMBOL_LEN};
+use crate::limits::{MAX_ASSETS, MAX_CAP_TOKENS, MAX_MARKETS, MAX_SYMBOL_LEN};
+use crate::perp::{validate_market, validate_perp_tier};
+pub use crate::perp::{FundingConfig, MarketConfig, PerpTierConfig};
 use ballast_num::{Ratio, TokenQuantity, TOKEN_QUANTITY_DECIMALS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -28,6 +30,10 @@ pub struct ProtocolFile {
     pub tier: Vec<TierConfig>,
     #[serde(default)]
     pub asset: Vec<AssetConfig>,
+    #[serde(default)]
+    pub perp_tier: Vec<PerpTierConfig>,
+    #[serde(default)]
+    pub market: Vec<MarketConfig>,
 }
 
 /// `[protocol]`: venue-wide settings.
@@ -147,6 +153,8 @@ pub struct ProtocolConfig {
     pub protocol: ProtocolSection,
     pub tiers: Vec<TierConfig>,
     pub assets: Vec<AssetConfig>,
+    pub perp_tiers: Vec<PerpTierConfig>,
+    pub markets: Vec<MarketConfig>,
 }
 
 impl ProtocolConfig {
@@ -226,11 +234,38 @@ impl ProtocolConfig {
             )),
             Some(_) => {}
         }
+        let mut perp_tier_names = BTreeSet::new();
+        for tier in &file.perp_tier {
+            if !perp_tier_names.insert(tier.name.clone()) {
+                errors.push(format!("perp_tier {}: defined twice", tier.name));
+            }
+            errors.extend(validate_perp_tier(tier));
+        }
+        if file.market.len() > MAX_MARKETS {
+            errors.push(format!(
+                "{} markets listed, the limit is {MAX_MARKETS}",
+                file.market.len()
+            ));
+        }
+        let listed: Vec<(String, u8)> = file
+            .asset
+            .iter()
+            .map(|a| (a.symbol.clone(), a.decimals))
+            .collect();
+        let mut market_symbols = BTreeSet::new();
+        for market in &file.market {
+            if !market_symbols.insert(market.symbol.clone()) || symbols.contains(&market.symbol) {
+                errors.push(format!("market {}: symbol used twice", market.symbol));
+            }
+            errors.extend(validate_market(market, &listed, &file.perp_tier));
+        }
         if errors.is_empty() {
             Ok(ProtocolConfig {
                 protocol: file.protocol,
                 tiers: file.tier,
                 assets: file.asset,
+                perp_tiers: file.perp_tier,
+                markets: file.market,
             })
         } else {
             Err(ConfigErrors(errors))

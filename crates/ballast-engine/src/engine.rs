@@ -5,22 +5,37 @@
 //! (a pool, a balance), check the result (caps, liquidity, health), and only then write the copies back. Nothing is
 //! written before the last check, so a rejection cannot half-apply.
 
-use crate::command::{Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SubAccountId};
+use crate::command::{
+    Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, Side, SubAccountId,
+};
 use crate::config::{
     validate_asset, AssetConfig, CollateralMode, ProtocolConfig, ProtocolSection, TierConfig,
 };
 use crate::health::{AssetRisk, Health, HealthCache};
 use crate::limits::{
-    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_OWNERS, MAX_PRICE, MAX_SUB_ACCOUNTS,
-    MAX_SUB_ACCOUNTS_PER_OWNER,
+    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_OWNERS, MAX_PERP_POSITIONS_PER_SUB_ACCOUNT,
+    MAX_PRICE, MAX_SUB_ACCOUNTS, MAX_SUB_ACCOUNTS_PER_OWNER,
 };
 use crate::oracle::OraclePrice;
+use crate::perp::{
+    open_interest_initial_ratio, Market, MarketConfig, MarketRisk, PerpPosition, PerpTierConfig,
+};
 use crate::pool::Pool;
-use ballast_num::{NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
-use std::collections::BTreeMap;
+use ballast_num::{NumError, NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Index of a listed asset, in listing order.
 pub type AssetIdx = u16;
+/// Index of a perp market, in listing order.
+pub type MarketIdx = u16;
+
+/// Every asset's [`AssetRisk`] and every market's [`MarketRisk`] at one moment: built once per command and shared
+/// by all the sub-accounts it evaluates.
+#[derive(Clone, Debug)]
+pub(crate) struct RiskTable {
+    pub assets: Vec<AssetRisk>,
+    pub markets: Vec<MarketRisk>,
+}
 
 /// How a sub-account is margined, by asset index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,11 +61,18 @@ pub struct SubAccount {
     pub margin: MarginKind,
     /// Sorted by asset index, at most [`MAX_BALANCES_PER_SUB_ACCOUNT`].
     pub balances: Vec<Balance>,
+    /// Perp positions, sorted by market, at most [`MAX_PERP_POSITIONS_PER_SUB_ACCOUNT`].
+    pub perps: Vec<PerpPosition>,
     /// Maintenance health was below zero at the last evaluation (a margin call is open).
     pub below_maintenance: bool,
 }
 
 impl SubAccount {
+    /// The position in a market, if any.
+    pub fn perp(&self, market: MarketIdx) -> Option<&PerpPosition> {
+        self.perps.iter().find(|p| p.market == market)
+    }
+
     pub fn scaled(&self, asset: AssetIdx) -> i128 {
         self.balances
             .iter()
@@ -73,6 +95,14 @@ pub struct Engine {
     pub(crate) sub_accounts: Vec<SubAccount>,
     /// Per asset, the sub-accounts with a non-zero balance in it (derived; order is an implementation detail).
     pub(crate) holders: Vec<Vec<SubAccountId>>,
+    pub(crate) perp_tiers: Vec<PerpTierConfig>,
+    pub(crate) market_configs: Vec<MarketConfig>,
+    pub(crate) markets: Vec<Market>,
+    pub(crate) market_by_symbol: BTreeMap<String, MarketIdx>,
+    /// Per market, the underlying asset's index (derived from the configuration).
+    pub(crate) market_underlying: Vec<AssetIdx>,
+    /// Per market, the sub-accounts with a position in it (derived).
+    pub(crate) market_holders: Vec<BTreeSet<SubAccountId>>,
     /// Sequencer time of the last applied command, seconds.
     pub(crate) now_s: u64,
     /// Commands applied so far.
@@ -92,6 +122,8 @@ struct Journal {
     balances: Vec<(SubAccountId, AssetIdx, i128)>,
     oracles: Vec<(AssetIdx, Option<OraclePrice>)>,
     flags: Vec<(SubAccountId, bool)>,
+    perps: Vec<(SubAccountId, MarketIdx, Option<PerpPosition>)>,
+    markets: Vec<(MarketIdx, Market)>,
 }
 
 type Applied = Result<Vec<Event>, Rejection>;
@@ -125,11 +157,27 @@ impl Engine {
             now_s: genesis_s,
             applied: 0,
             journal: Journal::default(),
+            perp_tiers: config.perp_tiers,
+            market_configs: Vec::new(),
+            markets: Vec::new(),
+            market_by_symbol: BTreeMap::new(),
+            market_underlying: Vec::new(),
+            market_holders: Vec::new(),
         };
         for asset in config.assets {
             engine.push_asset(asset);
         }
         engine.quote_asset = engine.asset_by_symbol[&quote];
+        for market in config.markets {
+            let idx = engine.market_configs.len() as MarketIdx;
+            engine.market_by_symbol.insert(market.symbol.clone(), idx);
+            engine
+                .market_underlying
+                .push(engine.asset_by_symbol[&market.underlying]);
+            engine.market_configs.push(market);
+            engine.markets.push(Market::new(genesis_s));
+            engine.market_holders.push(BTreeSet::new());
+        }
         engine
     }
 
@@ -162,6 +210,41 @@ impl Engine {
         self.journal.oracles.push((asset, old));
     }
 
+    /// Writes a perp position (`None` removes it), keeping its pre-image in the journal.
+    fn commit_perp(&mut self, id: SubAccountId, market: MarketIdx, position: Option<PerpPosition>) {
+        let old = self.sub_accounts[id as usize].perp(market).copied();
+        self.journal.perps.push((id, market, old));
+        self.set_perp(id, market, position);
+    }
+
+    /// Writes a market's state, keeping its pre-image in the journal.
+    fn commit_market(&mut self, market: MarketIdx, state: Market) {
+        let old = std::mem::replace(&mut self.markets[market as usize], state);
+        self.journal.markets.push((market, old));
+    }
+
+    /// Sets or removes a perp position, keeping positions sorted and the market holder index true.
+    fn set_perp(&mut self, id: SubAccountId, market: MarketIdx, position: Option<PerpPosition>) {
+        let sub = &mut self.sub_accounts[id as usize];
+        let found = sub.perps.binary_search_by_key(&market, |p| p.market);
+        match (found, position) {
+            (Ok(i), Some(p)) => sub.perps[i] = p,
+            (Ok(i), None) => {
+                sub.perps.remove(i);
+                self.market_holders[market as usize].remove(&id);
+            }
+            (Err(i), Some(p)) => {
+                assert!(
+                    sub.perps.len() < MAX_PERP_POSITIONS_PER_SUB_ACCOUNT,
+                    "position count checked before"
+                );
+                sub.perps.insert(i, p);
+                self.market_holders[market as usize].insert(id);
+            }
+            (Err(_), None) => {}
+        }
+    }
+
     /// Restores every pre-image the journal holds, newest first.
     fn roll_back(&mut self) {
         let journal = std::mem::take(&mut self.journal);
@@ -176,6 +259,12 @@ impl Engine {
         }
         for (asset, price) in journal.oracles.into_iter().rev() {
             self.oracles[asset as usize] = price;
+        }
+        for (id, market, position) in journal.perps.into_iter().rev() {
+            self.set_perp(id, market, position);
+        }
+        for (market, state) in journal.markets.into_iter().rev() {
+            self.markets[market as usize] = state;
         }
         #[cfg(debug_assertions)]
         self.check_invariants()
@@ -223,6 +312,31 @@ impl Engine {
             } => self.oracle_price(now, asset, *price, *confidence, *publish_time),
             CommandKind::AccrueInterest { asset } => self.accrue_interest(now, asset.as_deref()),
             CommandKind::ListAsset { asset } => self.list_asset(now, asset),
+            CommandKind::PerpFill {
+                market,
+                taker,
+                maker,
+                side,
+                size,
+                price,
+            } => self.perp_fill(now, market, *taker, *maker, *side, *size, *price),
+            CommandKind::UpdateFunding { market, mark_price } => {
+                self.update_funding(now, market, *mark_price)
+            }
+            CommandKind::SetMarketRisk {
+                market,
+                reduce_only,
+                paused,
+                margin_multiplier,
+                phase_s,
+            } => self.set_market_risk(
+                now,
+                market,
+                *reduce_only,
+                *paused,
+                *margin_multiplier,
+                *phase_s,
+            ),
         };
         let events = match result {
             Ok(events) => events,
@@ -379,6 +493,17 @@ impl Engine {
         now_s: u64,
         overrides: &[(AssetIdx, i128)],
     ) -> NumResult<HealthCache> {
+        self.health_cache_with(sub, now_s, overrides, &[])
+    }
+
+    /// [`Engine::health_cache`] with perp positions replaced too (`None`: the position is closed).
+    fn health_cache_with(
+        &self,
+        sub: &SubAccount,
+        now_s: u64,
+        overrides: &[(AssetIdx, i128)],
+        perp_overrides: &[(MarketIdx, Option<PerpPosition>)],
+    ) -> NumResult<HealthCache> {
         let mut cache = HealthCache::new();
         let mut add = |asset: AssetIdx, scaled: i128| -> NumResult<()> {
             let risk = self.asset_risk(asset, now_s)?;
@@ -398,13 +523,29 @@ impl Engine {
                 add(asset, scaled)?;
             }
         }
+        let existing = sub
+            .perps
+            .iter()
+            .filter(|p| !perp_overrides.iter().any(|(m, _)| *m == p.market));
+        let replaced = perp_overrides.iter().filter_map(|(_, p)| p.as_ref());
+        for position in existing.chain(replaced) {
+            let risk = self.market_risk(position.market, now_s)?;
+            let underlying = self.market_underlying[position.market as usize];
+            let problem = self.asset_risk(underlying, now_s)?.problem;
+            let ok = cache.set_perp(position.market, underlying, position, &risk, problem)?;
+            debug_assert!(ok, "position count is checked before health");
+        }
         Ok(cache)
     }
 
     /// Health of a sub-account at the three levels, at the engine's current time.
     pub fn health(&self, id: SubAccountId) -> Result<Health, Rejection> {
+        self.health_at(id, self.now_s)
+    }
+
+    fn health_at(&self, id: SubAccountId, now_s: u64) -> Result<Health, Rejection> {
         let sub = self.sub_account(id)?;
-        Ok(self.health_cache(sub, self.now_s, &[])?.health()?)
+        Ok(self.health_cache(sub, now_s, &[])?.health()?)
     }
 
     /// Checks that a sub-account with `overrides` applied may take new risk: initial health under the oracle guard
@@ -493,7 +634,7 @@ impl Engine {
     fn refresh_margin_flags(
         &mut self,
         ids: &[SubAccountId],
-        risks: &[AssetRisk],
+        risks: &RiskTable,
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
         let mut crossed = Vec::new();
@@ -528,11 +669,55 @@ impl Engine {
         Ok(())
     }
 
-    /// [`AssetRisk`] of every asset at time `now`.
-    pub(crate) fn all_risks(&self, now_s: u64) -> NumResult<Vec<AssetRisk>> {
-        (0..self.assets.len() as AssetIdx)
-            .map(|a| self.asset_risk(a, now_s))
-            .collect()
+    /// What margin needs to know about a perp market at time `now`: the underlying's oracle price, the funding
+    /// index, and the initial and maintenance ratios after open-interest scaling and the margin multiplier.
+    pub(crate) fn market_risk(&self, market: MarketIdx, now_s: u64) -> NumResult<MarketRisk> {
+        let config = &self.market_configs[market as usize];
+        let state = &self.markets[market as usize];
+        let underlying = self.market_underlying[market as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let oracle = self.oracles[underlying as usize].map(|o| o.price);
+        let tier = self
+            .perp_tiers
+            .iter()
+            .find(|t| t.name == config.tier)
+            .expect("validated tier");
+        let oi_notional = match oracle {
+            Some(p) => p.value_ceil(state.open_interest, decimals)?,
+            None => Quote::ZERO,
+        };
+        let leverage_floor = Ratio::ONE.div_ceil(config.max_leverage)?;
+        let multiplier = state.margin_multiplier(now_s)?;
+        let initial = open_interest_initial_ratio(tier, oi_notional)?
+            .max(leverage_floor)
+            .mul_ceil(multiplier)?
+            .min(Ratio::ONE);
+        let maintenance = tier
+            .maintenance_margin_ratio
+            .mul_ceil(multiplier)?
+            .min(Ratio::ONE);
+        Ok(MarketRisk {
+            decimals,
+            oracle,
+            funding_index: state.funding_index,
+            initial_ratio: initial.max(maintenance),
+            maintenance_ratio: maintenance,
+            liquidation_end_fraction: self.protocol.liquidation_end_fraction,
+            size_premium_factor: config.size_premium_factor,
+            positive_pnl_initial_weight: config.positive_pnl_initial_weight,
+        })
+    }
+
+    /// Every asset's and every market's risk at time `now`.
+    pub(crate) fn all_risks(&self, now_s: u64) -> NumResult<RiskTable> {
+        Ok(RiskTable {
+            assets: (0..self.assets.len() as AssetIdx)
+                .map(|a| self.asset_risk(a, now_s))
+                .collect::<NumResult<_>>()?,
+            markets: (0..self.markets.len() as MarketIdx)
+                .map(|m| self.market_risk(m, now_s))
+                .collect::<NumResult<_>>()?,
+        })
     }
 
     fn refresh_touched(
@@ -603,6 +788,7 @@ impl Engine {
             owner,
             margin: kind,
             balances: Vec::new(),
+            perps: Vec::new(),
             below_maintenance: false,
         });
         self.owners.get_mut(&owner).expect("checked above").push(id);
@@ -892,10 +1078,23 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
         let risks = self.all_risks(now_s)?;
-        let holders = std::mem::take(&mut self.holders[asset as usize]);
-        let result = self.refresh_margin_flags(&holders, &risks, events);
-        self.holders[asset as usize] = holders;
-        result
+        let markets: Vec<usize> = (0..self.markets.len())
+            .filter(|&m| self.market_underlying[m] == asset)
+            .collect();
+        if markets.iter().all(|&m| self.market_holders[m].is_empty()) {
+            // Spot holders only: walk the index in place (the common case, and the hot path).
+            let holders = std::mem::take(&mut self.holders[asset as usize]);
+            let result = self.refresh_margin_flags(&holders, &risks, events);
+            self.holders[asset as usize] = holders;
+            return result;
+        }
+        let mut ids = self.holders[asset as usize].clone();
+        for m in markets {
+            ids.extend(self.market_holders[m].iter().copied());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        self.refresh_margin_flags(&ids, &risks, events)
     }
 
     fn accrue_interest(&mut self, now_s: u64, symbol: Option<&str>) -> Applied {
@@ -962,6 +1161,312 @@ impl Engine {
             asset: asset.symbol.clone(),
             index: idx,
         }])
+    }
+
+    // ----- perpetuals ----------------------------------------------------------------------------------------
+
+    fn market_idx(&self, symbol: &str) -> Result<MarketIdx, Rejection> {
+        self.market_by_symbol
+            .get(symbol)
+            .copied()
+            .ok_or_else(|| reject("unknown_market", format!("market {symbol} is not listed")))
+    }
+
+    /// May this sub-account hold a position in this market?
+    fn check_may_trade(
+        &self,
+        sub: &SubAccount,
+        id: SubAccountId,
+        market: MarketIdx,
+    ) -> Result<(), Rejection> {
+        let underlying = self.market_underlying[market as usize];
+        let symbol = &self.market_configs[market as usize].symbol;
+        let asset = &self.assets[underlying as usize].symbol;
+        match sub.margin {
+            MarginKind::Cross if self.assets[underlying as usize].collateral == CollateralMode::IsolatedOnly => {
+                Err(reject(
+                    "isolated_only_asset",
+                    format!("market {symbol} trades isolated-only {asset}; sub-account {id} is cross"),
+                ))
+            }
+            MarginKind::Isolated(bound) if bound != underlying => Err(reject(
+                "not_allowed_in_isolated",
+                format!(
+                    "isolated sub-account {id} trades only markets on {}, not {symbol}",
+                    self.assets[bound as usize].symbol
+                ),
+            )),
+            _ if sub.perp(market).is_none() && sub.perps.len() >= MAX_PERP_POSITIONS_PER_SUB_ACCOUNT => Err(reject(
+                "too_many_positions",
+                format!("sub-account {id} already holds {MAX_PERP_POSITIONS_PER_SUB_ACCOUNT} perp positions"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn perp_fill(
+        &mut self,
+        now_s: u64,
+        symbol: &str,
+        taker: SubAccountId,
+        maker: SubAccountId,
+        side: Side,
+        size: TokenQuantity,
+        price: Price,
+    ) -> Applied {
+        let m = self.market_idx(symbol)?;
+        let config = self.market_configs[m as usize].clone();
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        if self.markets[m as usize].paused {
+            return Err(reject(
+                "market_paused",
+                format!("market {symbol} is paused"),
+            ));
+        }
+        if taker == maker {
+            return Err(reject(
+                "bad_fill",
+                format!("sub-account {taker} cannot trade with itself"),
+            ));
+        }
+        let taker_sub = self.sub_account(taker)?;
+        let maker_sub = self.sub_account(maker)?;
+        let step = config
+            .step_size
+            .to_native_exact(decimals)
+            .expect("validated step");
+        let base = match size.to_native_exact(decimals) {
+            Some(b) if b.is_positive() && b.raw() % step.raw() == 0 => b,
+            _ => {
+                return Err(reject(
+                    "bad_amount",
+                    format!(
+                        "size {size} must be a positive multiple of the step size {}",
+                        config.step_size
+                    ),
+                ))
+            }
+        };
+        if !price.is_positive() || price > MAX_PRICE {
+            return Err(reject(
+                "bad_price",
+                format!("price {price} must be positive and at most {MAX_PRICE}"),
+            ));
+        }
+        self.check_may_trade(taker_sub, taker, m)?;
+        self.check_may_trade(maker_sub, maker, m)?;
+        let Some(oracle) = self.oracles[underlying as usize] else {
+            return Err(reject(
+                "no_price",
+                format!("market {symbol} has no oracle price yet"),
+            ));
+        };
+        let before = [self.health_at(taker, now_s)?, self.health_at(maker, now_s)?];
+        let mut market = self.markets[m as usize].clone();
+        let flat = PerpPosition {
+            market: m,
+            base: TokenAmount::ZERO,
+            quote: Quote::ZERO,
+            funding_snapshot: market.funding_index,
+        };
+        let old = [
+            taker_sub.perp(m).copied().unwrap_or(flat),
+            maker_sub.perp(m).copied().unwrap_or(flat),
+        ];
+        let mut new = old;
+        for p in &mut new {
+            let dust = crate::perp::settle_funding(p, market.funding_index, decimals)?;
+            market.funding_dust = market
+                .funding_dust
+                .checked_add(dust)
+                .ok_or(NumError::Overflow { op: "funding dust" })?;
+        }
+        // One amount moves from buyer to seller; fees come off each side's quote.
+        let value = price.value_ceil(base, decimals)?;
+        let fees = [
+            value.mul_ratio_ceil(config.taker_fee)?,
+            value.mul_ratio_ceil(config.maker_fee)?,
+        ];
+        let (buyer, seller) = match side {
+            Side::Buy => (0, 1),
+            Side::Sell => (1, 0),
+        };
+        new[buyer].base = new[buyer].base.checked_add(base)?;
+        new[buyer].quote = new[buyer].quote.checked_sub(value)?;
+        new[seller].base = new[seller].base.checked_sub(base)?;
+        new[seller].quote = new[seller].quote.checked_add(value)?;
+        for (p, fee) in new.iter_mut().zip(fees) {
+            p.quote = p.quote.checked_sub(fee)?;
+            market.fees_collected = market.fees_collected.checked_add(fee)?;
+        }
+        let long = |p: &PerpPosition| p.base.max(TokenAmount::ZERO);
+        for (o, n) in old.iter().zip(&new) {
+            market.open_interest = market
+                .open_interest
+                .checked_add(long(n).checked_sub(long(o))?)?;
+        }
+        let increases = |o: &PerpPosition, n: &PerpPosition| {
+            n.base.raw().unsigned_abs() > o.base.raw().unsigned_abs()
+                || (o.base.raw() < 0) != (n.base.raw() < 0) && !n.base.is_zero()
+        };
+        let grows = [increases(&old[0], &new[0]), increases(&old[1], &new[1])];
+        if market.reduce_only && (grows[0] || grows[1]) {
+            return Err(reject(
+                "reduce_only_market",
+                format!("market {symbol} is reduce-only: this fill would grow a position"),
+            ));
+        }
+        if market.open_interest > self.markets[m as usize].open_interest {
+            let tier = self
+                .perp_tiers
+                .iter()
+                .find(|t| t.name == config.tier)
+                .expect("validated tier");
+            let notional = oracle.price.value_ceil(market.open_interest, decimals)?;
+            if notional > tier.open_interest_upper_cap {
+                return Err(reject(
+                    "open_interest_cap",
+                    format!(
+                        "fill would raise {symbol} open interest to {notional} USD, above the cap of {}",
+                        tier.open_interest_upper_cap
+                    ),
+                ));
+            }
+        }
+        // Commit into the journal, then check both sides against the state the fill leaves; a refusal rolls back.
+        self.commit_market(m, market);
+        for (id, p) in [taker, maker].into_iter().zip(new) {
+            let keep = !p.base.is_zero() || !p.quote.is_zero();
+            self.commit_perp(id, m, keep.then_some(p));
+        }
+        for (i, id) in [taker, maker].into_iter().enumerate() {
+            let role = if i == 0 { "taker" } else { "maker" };
+            let action = format!("{symbol} fill ({role} sub-account {id})");
+            if grows[i] {
+                self.check_new_risk(id, &action, now_s, &[])?;
+            } else {
+                // A fill that only reduces a position may not lower initial health below zero, or further below it.
+                let after = self.health_at(id, now_s)?.initial;
+                if after.is_negative() && after < before[i].initial {
+                    return Err(reject(
+                        "insufficient_health",
+                        format!(
+                            "{action} would lower initial health from {} to {after} {}",
+                            before[i].initial,
+                            self.label()
+                        ),
+                    ));
+                }
+            }
+        }
+        let market = &self.markets[m as usize];
+        let base_of = |id: SubAccountId| {
+            self.sub_accounts[id as usize]
+                .perp(m)
+                .map_or(TokenAmount::ZERO, |p| p.base)
+        };
+        let whole = |amount: TokenAmount| TokenQuantity::from_native(amount, decimals);
+        let mut events = vec![Event::PerpFilled {
+            market: symbol.to_string(),
+            taker,
+            maker,
+            side,
+            size,
+            price,
+            taker_fee: fees[0],
+            maker_fee: fees[1],
+            taker_base: whole(base_of(taker))?,
+            maker_base: whole(base_of(maker))?,
+            open_interest: whole(market.open_interest)?,
+        }];
+        self.refresh_touched(now_s, &[taker, maker], &mut events)?;
+        Ok(events)
+    }
+
+    fn update_funding(&mut self, now_s: u64, symbol: &str, mark: Price) -> Applied {
+        let m = self.market_idx(symbol)?;
+        let underlying = self.market_underlying[m as usize];
+        if !mark.is_positive() || mark > MAX_PRICE {
+            return Err(reject(
+                "bad_price",
+                format!("mark price {mark} must be positive and at most {MAX_PRICE}"),
+            ));
+        }
+        let risk = self.asset_risk(underlying, now_s)?;
+        if let Some(problem) = risk.problem {
+            let asset = &self.assets[underlying as usize].symbol;
+            return Err(reject(
+                problem.code(),
+                format!("funding for {symbol} needs a usable price: oracle for {asset} {problem}"),
+            ));
+        }
+        let oracle = risk.oracle.expect("no problem means a price").price;
+        let mut market = self.markets[m as usize].clone();
+        let elapsed_s = now_s.saturating_sub(market.last_funding_s);
+        let (index, rate) = crate::perp::next_funding_index(
+            market.funding_index,
+            mark,
+            oracle,
+            elapsed_s,
+            &self.market_configs[m as usize].funding,
+        )?;
+        market.funding_index = index;
+        market.last_funding_s = now_s;
+        self.commit_market(m, market);
+        let mut events = vec![Event::FundingUpdated {
+            market: symbol.to_string(),
+            rate,
+            elapsed_s,
+            funding_index: index,
+        }];
+        let holders: Vec<SubAccountId> = self.market_holders[m as usize].iter().copied().collect();
+        self.refresh_touched(now_s, &holders, &mut events)?;
+        Ok(events)
+    }
+
+    fn set_market_risk(
+        &mut self,
+        now_s: u64,
+        symbol: &str,
+        reduce_only: Option<bool>,
+        paused: Option<bool>,
+        margin_multiplier: Option<Ratio>,
+        phase_s: u64,
+    ) -> Applied {
+        let m = self.market_idx(symbol)?;
+        let mut market = self.markets[m as usize].clone();
+        if let Some(multiplier) = margin_multiplier {
+            let hundred = Ratio::from_int(100)?;
+            if multiplier < Ratio::ONE || multiplier > hundred {
+                return Err(reject(
+                    "bad_parameter",
+                    format!("margin_multiplier {multiplier} must be between 1 and 100"),
+                ));
+            }
+            if phase_s > crate::config::SECONDS_PER_YEAR {
+                return Err(reject(
+                    "bad_parameter",
+                    format!("phase_s {phase_s} exceeds one year"),
+                ));
+            }
+            market.multiplier_from = market.margin_multiplier(now_s)?;
+            market.multiplier_to = multiplier;
+            market.phase_start_s = now_s;
+            market.phase_s = phase_s;
+        }
+        market.reduce_only = reduce_only.unwrap_or(market.reduce_only);
+        market.paused = paused.unwrap_or(market.paused);
+        let event = Event::MarketRiskSet {
+            market: symbol.to_string(),
+            reduce_only: market.reduce_only,
+            paused: market.paused,
+            margin_multiplier: market.multiplier_to,
+            phase_s: market.phase_s,
+        };
+        self.commit_market(m, market);
+        Ok(vec![event])
     }
 
     // ----- views ---------------------------------------------------------------------------------------------
@@ -1089,6 +1594,43 @@ impl Engine {
                 }
             }
         }
+        for (m, market) in self.markets.iter().enumerate() {
+            let symbol = &self.market_configs[m].symbol;
+            let decimals = self.assets[self.market_underlying[m] as usize].decimals;
+            let positions = self
+                .sub_accounts
+                .iter()
+                .flat_map(|s| s.perps.iter())
+                .filter(|p| p.market as usize == m);
+            market
+                .check_zero_sum(decimals, positions)
+                .map_err(|e| format!("market {symbol}: {e}"))?;
+            let holders: BTreeSet<SubAccountId> = (0..self.sub_accounts.len() as SubAccountId)
+                .filter(|&id| {
+                    self.sub_accounts[id as usize]
+                        .perp(m as MarketIdx)
+                        .is_some()
+                })
+                .collect();
+            if holders != self.market_holders[m] {
+                return Err(format!(
+                    "market {symbol}: holder index differs from the positions"
+                ));
+            }
+        }
+        for (id, sub) in self.sub_accounts.iter().enumerate() {
+            if sub.perps.len() > MAX_PERP_POSITIONS_PER_SUB_ACCOUNT
+                || sub.perps.windows(2).any(|w| w[0].market >= w[1].market)
+                || sub
+                    .perps
+                    .iter()
+                    .any(|p| p.base.is_zero() && p.quote.is_zero())
+            {
+                return Err(format!(
+                    "sub-account {id}: perp positions out of order, too many, or empty"
+                ));
+            }
+        }
         // The maintenance hot path (oracle re-evaluation, with its exact fast paths) agrees with the general
         // health computation, and the three levels are ordered.
         let risks = self.all_risks(self.now_s).map_err(|e| e.to_string())?;
@@ -1143,7 +1685,8 @@ impl Engine {
 
 /// Maintenance health of a sub-account from a table of asset risks: the hot path of oracle re-evaluation.
 #[inline]
-pub(crate) fn maintenance_health(sub: &SubAccount, risks: &[AssetRisk]) -> NumResult<Quote> {
+pub(crate) fn maintenance_health(sub: &SubAccount, table: &RiskTable) -> NumResult<Quote> {
+    let risks = &table.assets;
     const SCALE: u128 = ballast_num::RATIO_SCALE as u128;
     let mut total = Quote::ZERO;
     for b in &sub.balances {
@@ -1170,6 +1713,10 @@ pub(crate) fn maintenance_health(sub: &SubAccount, risks: &[AssetRisk]) -> NumRe
             None => Engine::native_of(b.scaled, risk)?,
         };
         total = total.checked_add(risk.maintenance_contribution(amount)?)?;
+    }
+    for position in &sub.perps {
+        let risk = &table.markets[position.market as usize];
+        total = total.checked_add(risk.contributions(position)?.maintenance)?;
     }
     Ok(total)
 }

@@ -9,7 +9,7 @@ use crate::engine::{Engine, MarginKind};
 use sha2::{Digest, Sha256};
 
 /// Version of the encoding; bump on any change.
-pub const STATE_HASH_FORMAT: &str = "ballast-state-v1";
+pub const STATE_HASH_FORMAT: &str = "ballast-state-v2";
 
 struct Encoder(Sha256);
 
@@ -73,6 +73,22 @@ impl Engine {
                 }
             }
         }
+        e.bytes(&serde_json::to_vec(&self.perp_tiers).expect("serializable"));
+        e.u64(self.markets.len() as u64);
+        for (m, market) in self.markets.iter().enumerate() {
+            e.bytes(&serde_json::to_vec(&self.market_configs[m]).expect("serializable"));
+            e.i128(market.open_interest.raw());
+            e.i128(market.funding_index.raw());
+            e.u64(market.last_funding_s);
+            e.i128(market.fees_collected.raw());
+            e.i128(market.funding_dust);
+            e.bool(market.reduce_only);
+            e.bool(market.paused);
+            e.i128(market.multiplier_from.raw());
+            e.i128(market.multiplier_to.raw());
+            e.u64(market.phase_start_s);
+            e.u64(market.phase_s);
+        }
         e.u64(self.owners.len() as u64);
         for (owner, subs) in &self.owners {
             e.u64(*owner);
@@ -93,6 +109,13 @@ impl Engine {
             for b in &sub.balances {
                 e.u64(b.asset as u64);
                 e.i128(b.scaled);
+            }
+            e.u64(sub.perps.len() as u64);
+            for p in &sub.perps {
+                e.u64(p.market as u64);
+                e.i128(p.base.raw());
+                e.i128(p.quote.raw());
+                e.i128(p.funding_snapshot.raw());
             }
         }
         let digest = e.0.finalize();

@@ -26,8 +26,9 @@
 //! A [`HealthCache`] is built once from a sub-account's balances and the [`AssetRisk`] of each asset, then adjusted
 //! one balance at a time to try an action before committing it.
 
-use crate::limits::MAX_BALANCES_PER_SUB_ACCOUNT;
+use crate::limits::{MAX_BALANCES_PER_SUB_ACCOUNT, MAX_PERP_POSITIONS_PER_SUB_ACCOUNT};
 use crate::oracle::{OraclePrice, PriceProblem};
+use crate::perp::{MarketRisk, PerpPosition};
 use ballast_num::{NumResult, Price, Quote, Ratio, TokenAmount};
 use serde::Serialize;
 
@@ -271,6 +272,11 @@ pub struct BlockedBy {
 pub struct HealthCache {
     entries: [Entry; MAX_BALANCES_PER_SUB_ACCOUNT],
     len: usize,
+    /// Perp positions, keyed by market (`Entry::asset` holds the market index, `amount` the base).
+    perps: [Entry; MAX_PERP_POSITIONS_PER_SUB_ACCOUNT],
+    n_perps: usize,
+    /// For each perp entry, the underlying asset (for messages).
+    perp_underlying: [u16; MAX_PERP_POSITIONS_PER_SUB_ACCOUNT],
 }
 
 impl HealthCache {
@@ -297,10 +303,51 @@ impl HealthCache {
         Ok(true)
     }
 
+    /// Sets the perp position in `market` (adding the entry if new). A position whose underlying price is
+    /// unreliable blocks checks of new risk unless it is flat. Errors only on overflow; `false` if full.
+    pub fn set_perp(
+        &mut self,
+        market: u16,
+        underlying: u16,
+        position: &PerpPosition,
+        risk: &MarketRisk,
+        problem: Option<PriceProblem>,
+    ) -> NumResult<bool> {
+        let health = risk.contributions(position)?;
+        let blocked = problem.filter(|_| !position.base.is_zero());
+        let entry = Entry {
+            asset: market,
+            amount: position.base,
+            health,
+            guarded_initial: health.initial,
+            guarded_problem: blocked.map(GuardedProblem),
+        };
+        if let Some(i) = self.perps[..self.n_perps]
+            .iter()
+            .position(|e| e.asset == market)
+        {
+            self.perps[i] = entry;
+            return Ok(true);
+        }
+        if self.n_perps == MAX_PERP_POSITIONS_PER_SUB_ACCOUNT {
+            return Ok(false);
+        }
+        self.perps[self.n_perps] = entry;
+        self.perp_underlying[self.n_perps] = underlying;
+        self.n_perps += 1;
+        Ok(true)
+    }
+
+    fn all_entries(&self) -> impl Iterator<Item = (&Entry, u16)> {
+        let spot = self.entries[..self.len].iter().map(|e| (e, e.asset));
+        let perps = self.perps[..self.n_perps].iter().zip(self.perp_underlying);
+        spot.chain(perps)
+    }
+
     /// Health at the three levels.
     pub fn health(&self) -> NumResult<Health> {
         let mut total = Health::default();
-        for e in &self.entries[..self.len] {
+        for (e, _) in self.all_entries() {
             total.initial = total.initial.checked_add(e.health.initial)?;
             total.liquidation_end = total
                 .liquidation_end
@@ -314,12 +361,9 @@ impl HealthCache {
     /// counts zero; debt whose price is unreliable blocks the check.
     pub fn initial_for_new_risk(&self) -> NumResult<Result<Quote, BlockedBy>> {
         let mut total = Quote::ZERO;
-        for e in &self.entries[..self.len] {
+        for (e, asset) in self.all_entries() {
             if let Some(GuardedProblem(problem)) = e.guarded_problem {
-                return Ok(Err(BlockedBy {
-                    asset: e.asset,
-                    problem,
-                }));
+                return Ok(Err(BlockedBy { asset, problem }));
             }
             total = total.checked_add(e.guarded_initial)?;
         }

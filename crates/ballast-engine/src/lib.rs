@@ -16,6 +16,7 @@ pub mod health;
 pub mod limits;
 pub mod log;
 pub mod oracle;
+pub mod perp;
 pub mod pool;
 
 pub use command::{Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SubAccountId};

@@ -13,6 +13,13 @@ pub const MAX_SUB_ACCOUNTS: usize = 1 << 24;
 /// Distinct token balances (deposits or borrows) one sub-account may hold.
 pub const MAX_BALANCES_PER_SUB_ACCOUNT: usize = 8;
 
+/// Perpetual markets.
+pub const MAX_MARKETS: usize = 64;
+/// Perp positions one sub-account may hold.
+pub const MAX_PERP_POSITIONS_PER_SUB_ACCOUNT: usize = 8;
+/// Largest open-interest cap a perp tier may set, USD.
+pub const MAX_OPEN_INTEREST_USD: i128 = 10_000_000_000_000;
+
 /// Highest oracle price accepted: 10^12 USD per whole token.
 pub const MAX_PRICE: ballast_num::Price =
     ballast_num::Price::from_raw(1_000_000_000_000 * ballast_num::PRICE_SCALE);
@@ -24,3 +31,5 @@ const _: () = assert!(MAX_ASSETS <= u16::MAX as usize);
 const _: () = assert!(MAX_SUB_ACCOUNTS <= u32::MAX as usize);
 const _: () = assert!(MAX_OWNERS * MAX_SUB_ACCOUNTS_PER_OWNER >= MAX_SUB_ACCOUNTS);
 const _: () = assert!(MAX_BALANCES_PER_SUB_ACCOUNT <= MAX_ASSETS);
+const _: () = assert!(MAX_MARKETS <= u16::MAX as usize);
+const _: () = assert!(MAX_PERP_POSITIONS_PER_SUB_ACCOUNT <= MAX_MARKETS);

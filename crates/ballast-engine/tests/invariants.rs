@@ -206,6 +206,8 @@ fn streams_exercise_the_interesting_paths() {
     }
     println!("events: {counts:?}\nrejections: {rejections:?}");
     for kind in [
+        "perp_filled",
+        "funding_updated",
         "withdrawn_with_borrow",
         "deposited_with_repay",
         "margin_call",

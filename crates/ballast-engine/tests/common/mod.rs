@@ -160,6 +160,48 @@ pub fn random_stream(seed: u64, n_commands: usize) -> Vec<Command> {
             }
             continue;
         }
+        if (96..=98).contains(&roll) {
+            // Perps: a fill between two sub-accounts near the oracle price, or a funding sample.
+            let (market, i, step_decimals) = *rng.pick(&[
+                ("BTC-PERP", 1usize, 4u32),
+                ("ETH-PERP", 2, 3),
+                ("SOL-PERP", 3, 2),
+            ]);
+            let oracle_micro = prices[i];
+            if roll == 98 {
+                let mark = oracle_micro * (1000 + rng.below(21) as i128 - 10) / 1000;
+                out.push(cmd(
+                    t,
+                    CommandKind::UpdateFunding {
+                        market: market.into(),
+                        mark_price: Price::from_raw(mark * 1_000_000),
+                    },
+                ));
+                continue;
+            }
+            let fill_price = oracle_micro * (1000 + rng.below(11) as i128 - 5) / 1000;
+            // A notional of about 100 to 300,000 USD, in whole steps.
+            let usd = 100 * 10i128.pow(rng.below(4) as u32) * (1 + rng.below(3) as i128);
+            let steps = (usd * 1_000_000 * 10i128.pow(step_decimals) / fill_price.max(1)).max(1);
+            let size = TokenQuantity::from_raw(steps * 10i128.pow(18 - step_decimals));
+            let side = if rng.chance(50) {
+                ballast_engine::command::Side::Buy
+            } else {
+                ballast_engine::command::Side::Sell
+            };
+            out.push(cmd(
+                t,
+                CommandKind::PerpFill {
+                    market: market.into(),
+                    taker: sub,
+                    maker: rng.below(n_subs as u64) as u32,
+                    side,
+                    size,
+                    price: Price::from_raw(fill_price * 1_000_000),
+                },
+            ));
+            continue;
+        }
         let kind = match roll {
             8..=45 => CommandKind::Deposit {
                 sub_account: sub,
@@ -178,14 +220,14 @@ pub fn random_stream(seed: u64, n_commands: usize) -> Vec<Command> {
                 asset: symbol.into(),
                 amount,
             },
-            86..=92 => CommandKind::AccrueInterest {
+            86..=91 => CommandKind::AccrueInterest {
                 asset: if rng.chance(50) {
                     None
                 } else {
                     Some(symbol.into())
                 },
             },
-            93..=95 => {
+            92..=95 => {
                 // An oracle update for one asset, sometimes too old or with a wide confidence.
                 let i = rng.below(ASSETS.len() as u64) as usize;
                 t += rng.below(30);
@@ -257,6 +299,9 @@ pub fn flat_config() -> ProtocolConfig {
     config_with(|f| {
         for a in &mut f.asset {
             a.size_premium_factor = ballast_num::Ratio::ZERO;
+        }
+        for m in &mut f.market {
+            m.size_premium_factor = ballast_num::Ratio::ZERO;
         }
     })
 }
@@ -360,6 +405,31 @@ impl Venue {
             asset: asset.into(),
             amount: qty(amount),
             reduce_only: false,
+        })
+    }
+
+    /// A perp fill: the taker buys (`buy`) or sells `size` at `price` against the maker.
+    pub fn fill(
+        &mut self,
+        market: &str,
+        taker: u32,
+        maker: u32,
+        buy: bool,
+        size: &str,
+        price: &str,
+    ) -> Result<Vec<ballast_engine::Event>, ballast_engine::Rejection> {
+        let side = if buy {
+            ballast_engine::command::Side::Buy
+        } else {
+            ballast_engine::command::Side::Sell
+        };
+        self.apply(CommandKind::PerpFill {
+            market: market.into(),
+            taker,
+            maker,
+            side,
+            size: qty(size),
+            price: price.parse().unwrap(),
         })
     }
 

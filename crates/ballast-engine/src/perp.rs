@@ -1,0 +1,539 @@
+//! Perpetual futures: markets, positions, fees and funding.
+//!
+//! A perp market trades an underlying asset (its oracle is the asset's oracle) against the quote currency. A
+//! position is two numbers: `base`, signed native units of the underlying (positive long), and `quote`, the
+//! position's quote balance in [`Quote`] (USD, micro-USD scale): a buy of `b` at price `p` adds `b` to base and
+//! subtracts `b * p` from quote. Its value at oracle price `P` is `base * P + quote`: the unsettled PnL.
+//! Perp PnL is treated as quote currency at face value (USD = the quote asset, as Drift and dYdX do).
+//!
+//! ## Margin
+//! A position needs `|base| * P * ratio(level)`: the market's liquidity tier gives initial and maintenance ratios;
+//! a size premium adds `f * sqrt(|base| in whole tokens)`; the initial ratio rises linearly toward 1 as open
+//! interest (notional) goes from the tier's lower to its upper cap (dYdX's liquidity tiers); the market's margin
+//! multiplier (phased in over time by an administrator) scales both; liquidation-end sits between the two like
+//! spot weights. Ratios are capped at 1. Positive unsettled PnL counts at `positive_pnl_initial_weight` in initial
+//! health and in full at the other levels; negative PnL counts in full.
+//!
+//! ## Funding
+//! Each market keeps a cumulative funding index `F` ([`Price`]: USD per whole base token). A funding update with a
+//! premium sample (the venue's mark price from its order book) moves it by
+//! `clamp((mark - oracle) / oracle, ±max_rate_per_interval) * oracle * elapsed / interval`; longs pay when it rises.
+//! Positions settle lazily: on every touch, a position pays `base * (F - snapshot)`, rounded so that payers pay up
+//! and receivers receive down. The remainders go to the market's `funding_dust`, in exact units, so that
+//!
+//! ```text
+//! D * sum(quote) + sum(base * snapshot) + D * fees_collected + funding_dust == 0,   D = 10^(decimals + 6)
+//! ```
+//!
+//! holds exactly at every moment (every fill is two-sided, so `sum(base) == 0`). [`Market::check_zero_sum`] checks
+//! it in 256 bits.
+
+use crate::config::SECONDS_PER_YEAR;
+use ballast_num::{mul_div, NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
+use ruint::aliases::U256;
+use serde::{Deserialize, Serialize};
+
+/// `[[perp_tier]]`: a liquidity tier (dYdX's term): margin ratios and open-interest caps shared by its markets.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PerpTierConfig {
+    pub name: String,
+    pub initial_margin_ratio: Ratio,
+    pub maintenance_margin_ratio: Ratio,
+    /// Open interest (long side, in quote at the oracle price) where the initial ratio starts rising.
+    pub open_interest_lower_cap: Quote,
+    /// Open interest where the initial ratio reaches 1; fills that raise open interest beyond it are refused.
+    pub open_interest_upper_cap: Quote,
+}
+
+/// `[market.funding]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FundingConfig {
+    /// The premium is a rate per this many seconds (commonly 3600 or 28800).
+    pub interval_s: u64,
+    /// Clamp of the premium per interval.
+    pub max_rate_per_interval: Ratio,
+}
+
+/// `[[market]]`: one perpetual market.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    pub symbol: String,
+    /// The asset whose oracle prices this market (and whose decimals its base amounts use).
+    pub underlying: String,
+    pub tier: String,
+    /// Whole base tokens: every fill size is a multiple of this.
+    pub step_size: TokenQuantity,
+    /// Added to the margin ratios per square root of |base| in whole tokens.
+    pub size_premium_factor: Ratio,
+    pub taker_fee: Ratio,
+    pub maker_fee: Ratio,
+    pub liquidation_fee: Ratio,
+    /// The initial margin ratio is never below `1 / max_leverage`.
+    pub max_leverage: Ratio,
+    /// Weight of positive unsettled PnL in initial health.
+    pub positive_pnl_initial_weight: Ratio,
+    pub funding: FundingConfig,
+}
+
+/// Every rule one market must meet, given the listed assets (symbol, decimals) and the perp tiers.
+pub fn validate_market(
+    market: &MarketConfig,
+    assets: &[(String, u8)],
+    tiers: &[PerpTierConfig],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let s = &market.symbol;
+    let mut err = |field: &str, rule: String| errors.push(format!("market {s}: {field} {rule}"));
+    let one = Ratio::ONE;
+    let tenth = Ratio::from_raw(Ratio::ONE.raw() / 10);
+    if s.is_empty()
+        || s.len() > crate::limits::MAX_SYMBOL_LEN
+        || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        err(
+            "symbol",
+            format!(
+                "must be 1 to {} letters, digits or '-'",
+                crate::limits::MAX_SYMBOL_LEN
+            ),
+        );
+    }
+    match assets
+        .iter()
+        .find(|(symbol, _)| *symbol == market.underlying)
+    {
+        None => err(
+            "underlying",
+            format!("{} is not a listed asset", market.underlying),
+        ),
+        Some((_, decimals)) => {
+            if market.step_size <= TokenQuantity::ZERO
+                || market.step_size.to_native_exact(*decimals).is_none()
+            {
+                err(
+                    "step_size",
+                    format!(
+                        "{} must be positive with at most {decimals} decimal places",
+                        market.step_size
+                    ),
+                );
+            }
+        }
+    }
+    match tiers.iter().find(|t| t.name == market.tier) {
+        None => err(
+            "tier",
+            format!("{} is not a defined [[perp_tier]]", market.tier),
+        ),
+        Some(tier) => {
+            let min_initial = Ratio::ONE
+                .div_ceil(market.max_leverage.max(Ratio::from_raw(1)))
+                .unwrap_or(one);
+            if tier.initial_margin_ratio < min_initial {
+                err(
+                    "max_leverage",
+                    format!(
+                        "{} allows more leverage than tier {}'s initial_margin_ratio {}",
+                        market.max_leverage, tier.name, tier.initial_margin_ratio
+                    ),
+                );
+            }
+            if market.liquidation_fee >= tier.maintenance_margin_ratio {
+                err(
+                    "liquidation_fee",
+                    format!(
+                        "{} must be below tier {}'s maintenance_margin_ratio {} (a liquidation at maintenance must be able to pay it)",
+                        market.liquidation_fee, tier.name, tier.maintenance_margin_ratio
+                    ),
+                );
+            }
+        }
+    }
+    if market.max_leverage < one || market.max_leverage > Ratio::from_int(1000).expect("constant") {
+        err(
+            "max_leverage",
+            format!("{} must be between 1 and 1000", market.max_leverage),
+        );
+    }
+    if market.size_premium_factor < Ratio::ZERO || market.size_premium_factor > one {
+        err(
+            "size_premium_factor",
+            format!("{} must be between 0 and 1", market.size_premium_factor),
+        );
+    }
+    for (field, fee) in [
+        ("taker_fee", market.taker_fee),
+        ("maker_fee", market.maker_fee),
+        ("liquidation_fee", market.liquidation_fee),
+    ] {
+        if fee < Ratio::ZERO || fee > tenth {
+            err(field, format!("{fee} must be between 0 and 0.1"));
+        }
+    }
+    if market.positive_pnl_initial_weight < Ratio::ZERO || market.positive_pnl_initial_weight > one
+    {
+        err(
+            "positive_pnl_initial_weight",
+            format!(
+                "{} must be between 0 and 1",
+                market.positive_pnl_initial_weight
+            ),
+        );
+    }
+    if market.funding.interval_s == 0 || market.funding.interval_s > SECONDS_PER_YEAR {
+        err(
+            "funding.interval_s",
+            "must be between 1 s and one year".to_string(),
+        );
+    }
+    if market.funding.max_rate_per_interval < Ratio::ZERO
+        || market.funding.max_rate_per_interval > tenth
+    {
+        err(
+            "funding.max_rate_per_interval",
+            format!(
+                "{} must be between 0 and 0.1",
+                market.funding.max_rate_per_interval
+            ),
+        );
+    }
+    errors
+}
+
+/// Every rule one perp tier must meet.
+pub fn validate_perp_tier(tier: &PerpTierConfig) -> Vec<String> {
+    let mut errors = Vec::new();
+    let n = &tier.name;
+    let (imr, mmr) = (tier.initial_margin_ratio, tier.maintenance_margin_ratio);
+    if mmr <= Ratio::ZERO || mmr > Ratio::ONE {
+        errors.push(format!(
+            "perp_tier {n}: maintenance_margin_ratio {mmr} must be above 0 and at most 1"
+        ));
+    }
+    if imr < mmr || imr > Ratio::ONE {
+        errors.push(format!(
+            "perp_tier {n}: initial_margin_ratio {imr} must be at least maintenance_margin_ratio {mmr} and at most 1"
+        ));
+    }
+    let (lower, upper) = (tier.open_interest_lower_cap, tier.open_interest_upper_cap);
+    if lower <= Quote::ZERO || upper <= lower {
+        errors.push(format!(
+            "perp_tier {n}: open_interest_lower_cap {lower} must be positive and below open_interest_upper_cap {upper}"
+        ));
+    }
+    let max = Quote::from_int(crate::limits::MAX_OPEN_INTEREST_USD).expect("constant");
+    if upper > max {
+        errors.push(format!(
+            "perp_tier {n}: open_interest_upper_cap {upper} exceeds the limit of {max}"
+        ));
+    }
+    errors
+}
+
+/// A perp position of one sub-account. Never all zero: a flat position with no quote balance is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerpPosition {
+    pub market: u16,
+    /// Native units of the underlying; positive long.
+    pub base: TokenAmount,
+    /// Quote balance of the position (USD, micro-USD).
+    pub quote: Quote,
+    /// The market's funding index when this position last settled funding.
+    pub funding_snapshot: Price,
+}
+
+/// The state of one market.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Market {
+    /// Long open interest, native base units (equal to short open interest).
+    pub open_interest: TokenAmount,
+    /// Cumulative funding, USD per whole base token.
+    pub funding_index: Price,
+    pub last_funding_s: u64,
+    /// Fees taken from positions, owed to the venue, micro-USD.
+    pub fees_collected: Quote,
+    /// Funding rounding kept by the venue, in units of 10^-(decimals + 6) micro-USD... exactly: quote raw * D.
+    pub funding_dust: i128,
+    pub reduce_only: bool,
+    pub paused: bool,
+    /// Margin multiplier being phased in: `from` at `phase_start_s`, `to` at `phase_start_s + phase_s`.
+    pub multiplier_from: Ratio,
+    pub multiplier_to: Ratio,
+    pub phase_start_s: u64,
+    pub phase_s: u64,
+}
+
+impl Market {
+    pub fn new(now_s: u64) -> Market {
+        Market {
+            open_interest: TokenAmount::ZERO,
+            funding_index: Price::ZERO,
+            last_funding_s: now_s,
+            fees_collected: Quote::ZERO,
+            funding_dust: 0,
+            reduce_only: false,
+            paused: false,
+            multiplier_from: Ratio::ONE,
+            multiplier_to: Ratio::ONE,
+            phase_start_s: now_s,
+            phase_s: 0,
+        }
+    }
+
+    /// The margin multiplier in force at `now_s`: linear from `from` to `to` over the phase, rounded up.
+    pub fn margin_multiplier(&self, now_s: u64) -> NumResult<Ratio> {
+        let elapsed = now_s.saturating_sub(self.phase_start_s);
+        if self.phase_s == 0 || elapsed >= self.phase_s {
+            return Ok(self.multiplier_to);
+        }
+        let span = self.multiplier_to.checked_sub(self.multiplier_from)?;
+        let moved = mul_div(
+            span.raw(),
+            elapsed as i128,
+            self.phase_s as i128,
+            Rounding::Ceil,
+        )?;
+        self.multiplier_from.checked_add(Ratio::from_raw(moved))
+    }
+
+    /// Checks the exact zero-sum identity (module docs) over the market's positions.
+    pub fn check_zero_sum<'a>(
+        &self,
+        decimals: u8,
+        positions: impl Iterator<Item = &'a PerpPosition>,
+    ) -> Result<(), String> {
+        let d = ballast_num::pow10(decimals as u32 + ballast_num::QUOTE_DECIMALS)
+            .map_err(|e| e.to_string())?;
+        // Wrapping 256-bit two's complement: the true sum is far below 2^255 in magnitude, so zero mod 2^256 is zero.
+        let w = |v: i128| -> U256 {
+            if v >= 0 {
+                U256::from(v as u128)
+            } else {
+                U256::ZERO.wrapping_sub(U256::from(v.unsigned_abs()))
+            }
+        };
+        let mut total =
+            w(self.funding_dust).wrapping_add(w(self.fees_collected.raw()).wrapping_mul(w(d)));
+        let mut base_sum = 0i128;
+        let mut long = 0i128;
+        for p in positions {
+            total = total.wrapping_add(w(p.quote.raw()).wrapping_mul(w(d)));
+            total = total.wrapping_add(w(p.base.raw()).wrapping_mul(w(p.funding_snapshot.raw())));
+            base_sum += p.base.raw();
+            long += p.base.raw().max(0);
+        }
+        if base_sum != 0 {
+            return Err(format!("positions' base sums to {base_sum}, not 0"));
+        }
+        if long != self.open_interest.raw() {
+            return Err(format!(
+                "open interest {} != long positions {long}",
+                self.open_interest.raw()
+            ));
+        }
+        if !total.is_zero() {
+            return Err("perp quote, funding and fees do not sum to zero".to_string());
+        }
+        if self.funding_dust < 0 {
+            return Err("negative funding dust".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Settles a position's funding to the market's index: `quote -= base * (F - snapshot)`, the payer paying up.
+/// Returns the dust (exact units, >= 0) the venue keeps.
+pub fn settle_funding(
+    position: &mut PerpPosition,
+    funding_index: Price,
+    decimals: u8,
+) -> NumResult<i128> {
+    let delta = funding_index.checked_sub(position.funding_snapshot)?;
+    if delta.is_zero() || position.base.is_zero() {
+        position.funding_snapshot = funding_index;
+        return Ok(0);
+    }
+    // Booked change: floor(-base * delta / D); the remainder (>= 0) is the venue's.
+    let d = ballast_num::pow10(decimals as u32 + ballast_num::QUOTE_DECIMALS)?;
+    let owed = position.base.checked_neg()?;
+    let booked = mul_div(owed.raw(), delta.raw(), d, Rounding::Floor)?;
+    // dust = -base * delta - booked * D, computed exactly with wrapping (its true value is in [0, D)).
+    let dust = owed
+        .raw()
+        .wrapping_mul(delta.raw())
+        .wrapping_sub(booked.wrapping_mul(d));
+    debug_assert!((0..d).contains(&dust));
+    position.quote = position.quote.checked_add(Quote::from_raw(booked))?;
+    position.funding_snapshot = funding_index;
+    Ok(dust)
+}
+
+/// The funding index after a premium sample: `F + clamp((mark - oracle) / oracle) * oracle * elapsed / interval`.
+pub fn next_funding_index(
+    index: Price,
+    mark: Price,
+    oracle: Price,
+    elapsed_s: u64,
+    config: &FundingConfig,
+) -> NumResult<(Price, Ratio)> {
+    let premium = Ratio::from_fraction(
+        mark.checked_sub(oracle)?.raw(),
+        oracle.raw(),
+        Rounding::Floor,
+    )?;
+    let cap = config.max_rate_per_interval;
+    let rate = premium.max(cap.checked_neg()?).min(cap);
+    let per_interval = oracle.mul_ratio(rate, Rounding::Floor)?;
+    let step = mul_div(
+        per_interval.raw(),
+        elapsed_s as i128,
+        config.interval_s as i128,
+        Rounding::Floor,
+    )?;
+    Ok((index.checked_add(Price::from_raw(step))?, rate))
+}
+
+/// What margin needs to know about one market at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct MarketRisk {
+    pub decimals: u8,
+    pub oracle: Option<Price>,
+    pub funding_index: Price,
+    /// Ratios after open-interest scaling and the margin multiplier, before the size premium.
+    pub initial_ratio: Ratio,
+    pub maintenance_ratio: Ratio,
+    pub liquidation_end_fraction: Ratio,
+    pub size_premium_factor: Ratio,
+    pub positive_pnl_initial_weight: Ratio,
+}
+
+impl MarketRisk {
+    /// Health contributions of a position at the three levels: `pnl(level) - |base| * P * ratio(level)`, where
+    /// pending funding is included in the PnL. All roundings go against the holder.
+    pub fn contributions(&self, position: &PerpPosition) -> NumResult<crate::health::Health> {
+        let Some(price) = self.oracle else {
+            // No price yet: a position cannot exist (fills need a price); count the quote balance alone.
+            let q = position.quote;
+            return Ok(crate::health::Health {
+                initial: q,
+                liquidation_end: q,
+                maintenance: q,
+            });
+        };
+        let mut settled = *position;
+        settle_funding(&mut settled, self.funding_index, self.decimals)?;
+        let pnl = price
+            .value_floor(settled.base, self.decimals)?
+            .checked_add(settled.quote)?;
+        let notional = price.value_ceil(settled.base.abs()?, self.decimals)?;
+        let premium = if self.size_premium_factor.is_zero() || settled.base.is_zero() {
+            Ratio::ZERO
+        } else {
+            let size = settled
+                .base
+                .abs()?
+                .whole_tokens(self.decimals, Rounding::Ceil)?;
+            self.size_premium_factor
+                .mul_ceil(Ratio::from_raw(size.sqrt_floor()?.raw() + 1))?
+        };
+        let ratio = |r: Ratio| -> NumResult<Ratio> { Ok(r.checked_add(premium)?.min(Ratio::ONE)) };
+        let initial_ratio = ratio(self.initial_ratio)?;
+        let maintenance_ratio = ratio(self.maintenance_ratio)?;
+        let gap = initial_ratio
+            .checked_sub(maintenance_ratio)?
+            .max(Ratio::ZERO);
+        let liquidation_end_ratio =
+            maintenance_ratio.checked_add(self.liquidation_end_fraction.mul_floor(gap)?)?;
+        let requirement = |r: Ratio| notional.mul_ratio_ceil(r);
+        let initial_pnl = if pnl.is_positive() {
+            pnl.mul_ratio_floor(self.positive_pnl_initial_weight)?
+        } else {
+            pnl
+        };
+        Ok(crate::health::Health {
+            initial: initial_pnl.checked_sub(requirement(initial_ratio)?)?,
+            liquidation_end: pnl.checked_sub(requirement(liquidation_end_ratio)?)?,
+            maintenance: pnl.checked_sub(requirement(maintenance_ratio)?)?,
+        })
+    }
+}
+
+/// The initial margin ratio of a tier at open interest `oi` (quote): the tier's ratio up to the lower cap, rising
+/// linearly to 1 at the upper cap, rounded up.
+pub fn open_interest_initial_ratio(tier: &PerpTierConfig, oi: Quote) -> NumResult<Ratio> {
+    let (lower, upper) = (tier.open_interest_lower_cap, tier.open_interest_upper_cap);
+    if oi <= lower {
+        return Ok(tier.initial_margin_ratio);
+    }
+    if oi >= upper {
+        return Ok(Ratio::ONE);
+    }
+    let span = Ratio::ONE.checked_sub(tier.initial_margin_ratio)?;
+    let rise = mul_div(
+        span.raw(),
+        oi.raw() - lower.raw(),
+        upper.raw() - lower.raw(),
+        Rounding::Ceil,
+    )?;
+    tier.initial_margin_ratio.checked_add(Ratio::from_raw(rise))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier() -> PerpTierConfig {
+        PerpTierConfig {
+            name: "t".into(),
+            initial_margin_ratio: "0.05".parse().unwrap(),
+            maintenance_margin_ratio: "0.03".parse().unwrap(),
+            open_interest_lower_cap: "1000000".parse().unwrap(),
+            open_interest_upper_cap: "3000000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn initial_ratio_rises_linearly_with_open_interest() {
+        let t = tier();
+        let cases = [
+            ("0", "0.05"),
+            ("1000000", "0.05"),
+            ("2000000", "0.525"),
+            ("3000000", "1"),
+            ("9000000", "1"),
+        ];
+        for (oi, expected) in cases {
+            // 0.05 + (1 - 0.05) * (oi - 1M) / 2M
+            assert_eq!(
+                open_interest_initial_ratio(&t, oi.parse().unwrap()).unwrap(),
+                expected.parse().unwrap(),
+                "{oi}"
+            );
+        }
+    }
+
+    #[test]
+    fn funding_rounds_against_both_sides_and_keeps_the_remainder() {
+        let long = PerpPosition {
+            market: 0,
+            base: TokenAmount::from_raw(1),
+            quote: Quote::ZERO,
+            funding_snapshot: Price::ZERO,
+        };
+        let short = PerpPosition {
+            base: TokenAmount::from_raw(-1),
+            ..long
+        };
+        let index = Price::from_raw(7); // tiny move: 1 native unit * 7 / 10^(8+6)
+        let (mut l, mut s) = (long, short);
+        let dust_long = settle_funding(&mut l, index, 8).unwrap();
+        let dust_short = settle_funding(&mut s, index, 8).unwrap();
+        assert_eq!(l.quote.raw(), -1); // the payer pays up
+        assert_eq!(s.quote.raw(), 0); // the receiver receives down
+        let d = 10i128.pow(14);
+        assert_eq!(dust_long + dust_short, d); // -(7) - (-1 * D) + (7 - 0) = D
+    }
+}
