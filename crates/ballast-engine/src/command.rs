@@ -102,6 +102,14 @@ pub enum CommandKind {
         #[serde(default)]
         phase_s: u64,
     },
+    /// Allows a sub-account to liquidate others (administrative; governance later).
+    RegisterLiquidator { sub_account: SubAccountId },
+    /// A registered liquidator takes over as much of a target's risk (below maintenance) as brings it back to
+    /// liquidation-end health, and no more.
+    Liquidate {
+        liquidator: SubAccountId,
+        target: SubAccountId,
+    },
 }
 
 /// The taker's side of a fill.
@@ -247,6 +255,27 @@ pub enum Event {
         rate: Ratio,
         elapsed_s: u64,
         funding_index: Price,
+    },
+    LiquidatorRegistered {
+        sub_account: SubAccountId,
+    },
+    /// A liquidator took over part (or all) of a target's perp position.
+    PerpLiquidated {
+        liquidator: SubAccountId,
+        target: SubAccountId,
+        market: String,
+        /// Base moved from the target to the liquidator, whole tokens (negative: the target was short).
+        base: TokenQuantity,
+        oracle_price: Price,
+        /// The price the liquidator paid: the oracle less the liquidation fee (more, for a short).
+        price: Price,
+        /// The liquidation fee (the discount) in USD, and the part of it the liquidator paid to the insurance fund.
+        fee: Quote,
+        insurance_fee: Quote,
+        /// The whole position was closed because a partial step could not restore liquidation-end health.
+        full_close: bool,
+        health_before: Health,
+        health_after: Health,
     },
     MarketRiskSet {
         market: String,

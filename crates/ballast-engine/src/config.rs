@@ -13,7 +13,7 @@
 use crate::limits::{MAX_ASSETS, MAX_CAP_TOKENS, MAX_MARKETS, MAX_SYMBOL_LEN};
 use crate::perp::{validate_market, validate_perp_tier};
 pub use crate::perp::{FundingConfig, MarketConfig, PerpTierConfig};
-use ballast_num::{Ratio, TokenQuantity, TOKEN_QUANTITY_DECIMALS};
+use ballast_num::{Quote, Ratio, TokenQuantity, TOKEN_QUANTITY_DECIMALS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -46,6 +46,10 @@ pub struct ProtocolSection {
     pub quote_asset: String,
     /// Where liquidation-end weights sit: 0 = at maintenance, 1 = at initial.
     pub liquidation_end_fraction: Ratio,
+    /// Share of every liquidation fee that goes to the insurance fund (the rest is the liquidator's reward).
+    pub liquidation_insurance_share: Ratio,
+    /// Largest notional (USD at the oracle) one liquidation command may take over, per position.
+    pub liquidation_max_step_notional: Quote,
 }
 
 /// `[[tier]]`: a collateral tier bounds the maintenance weights of the assets in it.
@@ -181,6 +185,18 @@ impl ProtocolConfig {
         if lef < Ratio::ZERO || lef > one {
             errors.push(format!(
                 "protocol: liquidation_end_fraction {lef} must be between 0 and 1"
+            ));
+        }
+        let share = file.protocol.liquidation_insurance_share;
+        if share < Ratio::ZERO || share > one {
+            errors.push(format!(
+                "protocol: liquidation_insurance_share {share} must be between 0 and 1"
+            ));
+        }
+        let step = file.protocol.liquidation_max_step_notional;
+        if !step.is_positive() {
+            errors.push(format!(
+                "protocol: liquidation_max_step_notional {step} must be positive"
             ));
         }
         let mut tier_names = BTreeSet::new();

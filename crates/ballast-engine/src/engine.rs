@@ -13,10 +13,10 @@ use crate::config::{
 };
 use crate::health::{AssetRisk, Health, HealthCache};
 use crate::limits::{
-    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_OWNERS, MAX_PERP_POSITIONS_PER_SUB_ACCOUNT,
-    MAX_PRICE, MAX_SUB_ACCOUNTS, MAX_SUB_ACCOUNTS_PER_OWNER,
+    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_CLOCK_JUMP_S, MAX_OWNERS,
+    MAX_PERP_POSITIONS_PER_SUB_ACCOUNT, MAX_PRICE, MAX_SUB_ACCOUNTS, MAX_SUB_ACCOUNTS_PER_OWNER,
 };
-use crate::oracle::OraclePrice;
+use crate::oracle::{OraclePrice, PriceProblem};
 use crate::perp::{
     open_interest_initial_ratio, Market, MarketConfig, MarketRisk, PerpPosition, PerpTierConfig,
 };
@@ -103,6 +103,8 @@ pub struct Engine {
     pub(crate) market_underlying: Vec<AssetIdx>,
     /// Per market, the sub-accounts with a position in it (derived).
     pub(crate) market_holders: Vec<BTreeSet<SubAccountId>>,
+    /// Sub-accounts allowed to liquidate.
+    pub(crate) liquidators: BTreeSet<SubAccountId>,
     /// Sequencer time of the last applied command, seconds.
     pub(crate) now_s: u64,
     /// Commands applied so far.
@@ -127,6 +129,24 @@ struct Journal {
 }
 
 type Applied = Result<Vec<Event>, Rejection>;
+
+/// Which price problems a check of new risk refuses to rely on. Per action: a voluntary new risk needs a fresh,
+/// tight price that agrees with the slow reference; a liquidation needs a fresh, tight price but must go ahead
+/// while the market runs away from the reference (that is when liquidations matter most).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guard {
+    NewRisk,
+    Liquidation,
+}
+
+impl Guard {
+    fn filter(self, problem: Option<PriceProblem>) -> Option<PriceProblem> {
+        match (self, problem) {
+            (Guard::Liquidation, Some(PriceProblem::Divergent { .. })) => None,
+            (_, p) => p,
+        }
+    }
+}
 
 /// Which of an asset's pool caps a check is against.
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +183,7 @@ impl Engine {
             market_by_symbol: BTreeMap::new(),
             market_underlying: Vec::new(),
             market_holders: Vec::new(),
+            liquidators: BTreeSet::new(),
         };
         for asset in config.assets {
             engine.push_asset(asset);
@@ -282,6 +303,15 @@ impl Engine {
                 ),
             ));
         }
+        if command.timestamp - self.now_s > MAX_CLOCK_JUMP_S {
+            return Err(reject(
+                "time_jump",
+                format!(
+                    "timestamp {} is more than {MAX_CLOCK_JUMP_S} s after the previous command's {}",
+                    command.timestamp, self.now_s
+                ),
+            ));
+        }
         let now = command.timestamp;
         self.journal = Journal::default();
         let result = match &command.kind {
@@ -320,6 +350,12 @@ impl Engine {
                 size,
                 price,
             } => self.perp_fill(now, market, *taker, *maker, *side, *size, *price),
+            CommandKind::RegisterLiquidator { sub_account } => {
+                self.register_liquidator(*sub_account)
+            }
+            CommandKind::Liquidate { liquidator, target } => {
+                self.liquidate(now, *liquidator, *target)
+            }
             CommandKind::UpdateFunding { market, mark_price } => {
                 self.update_funding(now, market, *mark_price)
             }
@@ -449,7 +485,13 @@ impl Engine {
             .to_native_exact(config.decimals)
             .unwrap_or(TokenAmount::ZERO);
         if threshold.is_positive() {
-            let supplied = pool.total_supplied()?;
+            // Rounded up: the scaling is never understated.
+            let supplied = TokenAmount::from_raw(ballast_num::mul_div(
+                pool.deposits_scaled,
+                pool.supply_index.raw(),
+                ballast_num::RATIO_SCALE,
+                Rounding::Ceil,
+            )?);
             if supplied > threshold {
                 let scale = Ratio::from_fraction(threshold.raw(), supplied.raw(), Rounding::Floor)?;
                 initial_asset_weight = initial_asset_weight.mul_floor(scale)?;
@@ -493,7 +535,7 @@ impl Engine {
         now_s: u64,
         overrides: &[(AssetIdx, i128)],
     ) -> NumResult<HealthCache> {
-        self.health_cache_with(sub, now_s, overrides, &[])
+        self.health_cache_with(sub, now_s, overrides, &[], Guard::NewRisk)
     }
 
     /// [`Engine::health_cache`] with perp positions replaced too (`None`: the position is closed).
@@ -503,10 +545,12 @@ impl Engine {
         now_s: u64,
         overrides: &[(AssetIdx, i128)],
         perp_overrides: &[(MarketIdx, Option<PerpPosition>)],
+        guard: Guard,
     ) -> NumResult<HealthCache> {
         let mut cache = HealthCache::new();
         let mut add = |asset: AssetIdx, scaled: i128| -> NumResult<()> {
-            let risk = self.asset_risk(asset, now_s)?;
+            let mut risk = self.asset_risk(asset, now_s)?;
+            risk.problem = guard.filter(risk.problem);
             let ok = cache.set(asset, Self::native_of(scaled, &risk)?, &risk)?;
             debug_assert!(ok, "balance count is checked before health");
             Ok(())
@@ -531,7 +575,7 @@ impl Engine {
         for position in existing.chain(replaced) {
             let risk = self.market_risk(position.market, now_s)?;
             let underlying = self.market_underlying[position.market as usize];
-            let problem = self.asset_risk(underlying, now_s)?.problem;
+            let problem = guard.filter(self.asset_risk(underlying, now_s)?.problem);
             let ok = cache.set_perp(position.market, underlying, position, &risk, problem)?;
             debug_assert!(ok, "position count is checked before health");
         }
@@ -557,8 +601,19 @@ impl Engine {
         now_s: u64,
         overrides: &[(AssetIdx, i128)],
     ) -> Result<Health, Rejection> {
+        self.check_new_risk_guarded(id, action, now_s, overrides, Guard::NewRisk)
+    }
+
+    fn check_new_risk_guarded(
+        &self,
+        id: SubAccountId,
+        action: &str,
+        now_s: u64,
+        overrides: &[(AssetIdx, i128)],
+        guard: Guard,
+    ) -> Result<Health, Rejection> {
         let sub = self.sub_account(id)?;
-        let cache = self.health_cache(sub, now_s, overrides)?;
+        let cache = self.health_cache_with(sub, now_s, overrides, &[], guard)?;
         match cache.initial_for_new_risk()? {
             Err(blocked) => Err(reject(
                 blocked.problem.code(),
@@ -1113,7 +1168,10 @@ impl Engine {
         let mut changed = Vec::new();
         for (asset, pool, accrual) in pools {
             if accrual.elapsed_s == 0 || pool.borrows_scaled == 0 {
-                // Nothing owed, nothing accrued: only the accrual clock moved.
+                // Nothing accrued now (nothing owed, or a command at this second accrued it already).
+                if pool.borrows_scaled > 0 {
+                    changed.push(asset);
+                }
                 self.commit_pool(asset, pool);
                 continue;
             }
@@ -1127,7 +1185,9 @@ impl Engine {
                 supply_index: pool.supply_index,
                 to_treasury,
             });
-            if pool.borrow_index != self.pools[asset as usize].borrow_index {
+            // Re-check every holder of a pool with debt, not only when this command moved the index: a user
+            // command at the same second may already have accrued it, and its holders were not re-checked then.
+            if pool.borrows_scaled > 0 {
                 changed.push(asset);
             }
             self.commit_pool(asset, pool);
@@ -1467,6 +1527,230 @@ impl Engine {
         };
         self.commit_market(m, market);
         Ok(vec![event])
+    }
+
+    // ----- liquidation ---------------------------------------------------------------------------------------
+
+    fn register_liquidator(&mut self, id: SubAccountId) -> Applied {
+        self.sub_account(id)?;
+        if !self.liquidators.insert(id) {
+            return Err(reject(
+                "duplicate_liquidator",
+                format!("sub-account {id} is already a liquidator"),
+            ));
+        }
+        Ok(vec![Event::LiquidatorRegistered { sub_account: id }])
+    }
+
+    /// Takes over a target's perp positions, in market order, until its liquidation-end health is back at zero or
+    /// above. Each position gives up the least whole number of step sizes that does it (or all of it, or the
+    /// per-step notional limit); a position whose partial close cannot improve health is closed fully; if even that
+    /// does not improve health the liquidation is refused (bankruptcy handling comes with the loss waterfall).
+    fn liquidate(&mut self, now_s: u64, liquidator: SubAccountId, target: SubAccountId) -> Applied {
+        if !self.liquidators.contains(&liquidator) {
+            return Err(reject(
+                "not_liquidator",
+                format!("sub-account {liquidator} is not a registered liquidator"),
+            ));
+        }
+        if liquidator == target {
+            return Err(reject(
+                "bad_liquidation",
+                format!("sub-account {target} cannot liquidate itself"),
+            ));
+        }
+        let target_sub = self.sub_account(target)?;
+        let before = self.health_at(target, now_s)?;
+        if !before.maintenance.is_negative() {
+            return Err(reject(
+                "not_liquidatable",
+                format!(
+                    "sub-account {target} has maintenance health {} {}; only accounts below zero may be liquidated",
+                    before.maintenance,
+                    self.label()
+                ),
+            ));
+        }
+        let markets: Vec<MarketIdx> = target_sub
+            .perps
+            .iter()
+            .filter(|p| !p.base.is_zero())
+            .map(|p| p.market)
+            .collect();
+        if markets.is_empty() {
+            return Err(reject(
+                "nothing_to_liquidate",
+                format!("sub-account {target} has no perp position to take over (spot liquidation is not built yet)"),
+            ));
+        }
+        let mut events = Vec::new();
+        for m in markets {
+            if !self.health_at(target, now_s)?.liquidation_end.is_negative() {
+                break;
+            }
+            self.liquidate_perp(now_s, liquidator, target, m, &mut events)?;
+        }
+        self.check_new_risk_guarded(liquidator, "liquidation", now_s, &[], Guard::Liquidation)?;
+        self.refresh_touched(now_s, &[target, liquidator], &mut events)?;
+        Ok(events)
+    }
+
+    fn liquidate_perp(
+        &mut self,
+        now_s: u64,
+        liquidator: SubAccountId,
+        target: SubAccountId,
+        m: MarketIdx,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let config = &self.market_configs[m as usize];
+        let symbol = config.symbol.clone();
+        let fee_ratio = config.liquidation_fee;
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let step = config
+            .step_size
+            .to_native_exact(decimals)
+            .expect("validated step");
+        let risk = self.asset_risk(underlying, now_s)?;
+        if let Some(problem) = Guard::Liquidation.filter(risk.problem) {
+            let asset = &self.assets[underlying as usize].symbol;
+            return Err(reject(
+                problem.code(),
+                format!(
+                    "liquidation in {symbol} needs a usable price: oracle for {asset} {problem}"
+                ),
+            ));
+        }
+        let oracle = risk.oracle.expect("no problem means a price").price;
+        let liquidator_sub = self.sub_account(liquidator)?;
+        self.check_may_trade(liquidator_sub, liquidator, m)?;
+        let target_sub = &self.sub_accounts[target as usize];
+        let mut market = self.markets[m as usize].clone();
+        let mut tp = *target_sub
+            .perp(m)
+            .expect("listed from the target's positions");
+        let flat = PerpPosition {
+            market: m,
+            base: TokenAmount::ZERO,
+            quote: Quote::ZERO,
+            funding_snapshot: market.funding_index,
+        };
+        let mut lp = liquidator_sub.perp(m).copied().unwrap_or(flat);
+        for p in [&mut tp, &mut lp] {
+            let dust = crate::perp::settle_funding(p, market.funding_index, decimals)?;
+            market.funding_dust = market
+                .funding_dust
+                .checked_add(dust)
+                .ok_or(NumError::Overflow { op: "funding dust" })?;
+        }
+        let long = tp.base.is_positive();
+        // The target sells (long) below the oracle or buys back (short) above it; the gap is the fee.
+        let price = if long {
+            oracle.mul_ratio(Ratio::ONE.checked_sub(fee_ratio)?, Rounding::Floor)?
+        } else {
+            oracle.mul_ratio(Ratio::ONE.checked_add(fee_ratio)?, Rounding::Ceil)?
+        };
+        let full = tp.base.abs()?;
+        let limit_base = oracle.amount_for_value(
+            self.protocol.liquidation_max_step_notional,
+            decimals,
+            Rounding::Floor,
+        )?;
+        let max_steps = (full.raw() / step.raw()).min((limit_base.raw() / step.raw()).max(1));
+        let full_steps = full.raw() / step.raw();
+        let share = self.protocol.liquidation_insurance_share;
+        // The target's position, the liquidator's, the market and the fees after taking `k` steps.
+        let outcome = |k: i128| -> NumResult<(
+            PerpPosition,
+            PerpPosition,
+            Market,
+            Quote,
+            Quote,
+            TokenAmount,
+        )> {
+            let moved = TokenAmount::from_raw((k * step.raw()).min(full.raw()));
+            let (mut t, mut l, mut mk) = (tp, lp, market.clone());
+            let value = price.value(
+                moved,
+                decimals,
+                if long {
+                    Rounding::Floor
+                } else {
+                    Rounding::Ceil
+                },
+            )?;
+            let fee = oracle
+                .value_ceil(moved, decimals)?
+                .mul_ratio_ceil(fee_ratio)?;
+            let insurance = fee.mul_ratio_floor(share)?;
+            let signed = if long { moved } else { moved.checked_neg()? };
+            let old_long = [t.base.max(TokenAmount::ZERO), l.base.max(TokenAmount::ZERO)];
+            t.base = t.base.checked_sub(signed)?;
+            l.base = l.base.checked_add(signed)?;
+            let flow = if long { value } else { value.checked_neg()? };
+            t.quote = t.quote.checked_add(flow)?;
+            l.quote = l.quote.checked_sub(flow)?.checked_sub(insurance)?;
+            mk.insurance_collected = mk.insurance_collected.checked_add(insurance)?;
+            let new_long = [t.base.max(TokenAmount::ZERO), l.base.max(TokenAmount::ZERO)];
+            for (o, n) in old_long.iter().zip(new_long) {
+                mk.open_interest = mk.open_interest.checked_add(n.checked_sub(*o)?)?;
+            }
+            Ok((t, l, mk, fee, insurance, signed))
+        };
+        let target_le = |k: i128| -> NumResult<Quote> {
+            let (t, ..) = outcome(k)?;
+            let sub = &self.sub_accounts[target as usize];
+            let cache =
+                self.health_cache_with(sub, now_s, &[], &[(m, Some(t))], Guard::Liquidation)?;
+            Ok(cache.health()?.liquidation_end)
+        };
+        let le_before = target_le(0)?;
+        let mut k = max_steps;
+        if !target_le(max_steps)?.is_negative() {
+            // The least k in [1, max_steps] with liquidation-end health >= 0 (health rises with k).
+            let (mut lo, mut hi) = (1, max_steps);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if target_le(mid)?.is_negative() {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            k = lo;
+        }
+        let mut full_close = k == full_steps;
+        if target_le(k)? <= le_before && !full_close {
+            k = full_steps;
+            full_close = true;
+        }
+        if target_le(k)? <= le_before {
+            return Err(reject(
+                "cannot_improve",
+                format!("taking over the {symbol} position of sub-account {target} would not improve its health"),
+            ));
+        }
+        let health_before = self.health_at(target, now_s)?;
+        let (t, l, mk, fee, insurance_fee, signed) = outcome(k)?;
+        self.commit_market(m, mk);
+        let keep = |p: &PerpPosition| (!p.base.is_zero() || !p.quote.is_zero()).then_some(*p);
+        self.commit_perp(target, m, keep(&t));
+        self.commit_perp(liquidator, m, keep(&l));
+        events.push(Event::PerpLiquidated {
+            liquidator,
+            target,
+            market: symbol,
+            base: TokenQuantity::from_native(signed, decimals)?,
+            oracle_price: oracle,
+            price,
+            fee,
+            insurance_fee,
+            full_close,
+            health_before,
+            health_after: self.health_at(target, now_s)?,
+        });
+        Ok(())
     }
 
     // ----- views ---------------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ impl Engine {
             e.i128(market.funding_index.raw());
             e.u64(market.last_funding_s);
             e.i128(market.fees_collected.raw());
+            e.i128(market.insurance_collected.raw());
             e.i128(market.funding_dust);
             e.bool(market.reduce_only);
             e.bool(market.paused);
@@ -88,6 +89,10 @@ impl Engine {
             e.i128(market.multiplier_to.raw());
             e.u64(market.phase_start_s);
             e.u64(market.phase_s);
+        }
+        e.u64(self.liquidators.len() as u64);
+        for id in &self.liquidators {
+            e.u64(*id as u64);
         }
         e.u64(self.owners.len() as u64);
         for (owner, subs) in &self.owners {

@@ -133,7 +133,7 @@ impl AssetRisk {
             let initial = self.initial_liability_weight.mul_ceil(premium)?;
             let maintenance = self.maintenance_liability_weight.mul_ceil(premium)?;
             let gap = initial.checked_sub(maintenance)?.max(Ratio::ZERO);
-            let liquidation_end = maintenance.checked_add(fraction.mul_floor(gap)?)?;
+            let liquidation_end = maintenance.checked_add(fraction.mul_ceil(gap)?)?;
             Ok(Weights {
                 initial,
                 liquidation_end,

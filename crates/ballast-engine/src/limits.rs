@@ -13,6 +13,9 @@ pub const MAX_SUB_ACCOUNTS: usize = 1 << 24;
 /// Distinct token balances (deposits or borrows) one sub-account may hold.
 pub const MAX_BALANCES_PER_SUB_ACCOUNT: usize = 8;
 
+/// Largest step of the sequencer clock between two commands: one 366-day year. Together with annual rates capped at
+/// 100, one accrual's exponent stays far inside `exp`'s range.
+pub const MAX_CLOCK_JUMP_S: u64 = 366 * 86_400;
 /// Perpetual markets.
 pub const MAX_MARKETS: usize = 64;
 /// Perp positions one sub-account may hold.

@@ -93,7 +93,12 @@ impl OraclePrice {
         publish_time_s: u64,
         config: &OracleConfig,
     ) -> NumResult<OraclePrice> {
-        let elapsed = publish_time_s.saturating_sub(self.publish_time_s) as i128;
+        // The blend covers at most `max_staleness_s`: after a pause in the feed, one print moves the reference no
+        // more than a fresh print would, so a single manipulated print cannot drag its own reference along and pass
+        // the divergence check.
+        let elapsed = publish_time_s
+            .saturating_sub(self.publish_time_s)
+            .min(config.max_staleness_s) as i128;
         // weight = 1 - exp(-elapsed / tau), in [0, 1).
         let exponent = Ratio::from_fraction(
             -elapsed,

@@ -22,7 +22,8 @@
 //! and receivers receive down. The remainders go to the market's `funding_dust`, in exact units, so that
 //!
 //! ```text
-//! D * sum(quote) + sum(base * snapshot) + D * fees_collected + funding_dust == 0,   D = 10^(decimals + 6)
+//! D * (sum(quote) + fees_collected + insurance_collected) + sum(base * snapshot) + funding_dust == 0,
+//!     D = 10^(decimals + 6)
 //! ```
 //!
 //! holds exactly at every moment (every fill is two-sided, so `sum(base) == 0`). [`Market::check_zero_sum`] checks
@@ -255,6 +256,8 @@ pub struct Market {
     pub last_funding_s: u64,
     /// Fees taken from positions, owed to the venue, micro-USD.
     pub fees_collected: Quote,
+    /// The insurance fund's share of liquidation fees, taken from liquidators' positions, micro-USD.
+    pub insurance_collected: Quote,
     /// Funding rounding kept by the venue, in units of 10^-(decimals + 6) micro-USD... exactly: quote raw * D.
     pub funding_dust: i128,
     pub reduce_only: bool,
@@ -273,6 +276,7 @@ impl Market {
             funding_index: Price::ZERO,
             last_funding_s: now_s,
             fees_collected: Quote::ZERO,
+            insurance_collected: Quote::ZERO,
             funding_dust: 0,
             reduce_only: false,
             paused: false,
@@ -315,8 +319,11 @@ impl Market {
                 U256::ZERO.wrapping_sub(U256::from(v.unsigned_abs()))
             }
         };
-        let mut total =
-            w(self.funding_dust).wrapping_add(w(self.fees_collected.raw()).wrapping_mul(w(d)));
+        let venue = self
+            .fees_collected
+            .checked_add(self.insurance_collected)
+            .map_err(|e| e.to_string())?;
+        let mut total = w(self.funding_dust).wrapping_add(w(venue.raw()).wrapping_mul(w(d)));
         let mut base_sum = 0i128;
         let mut long = 0i128;
         for p in positions {

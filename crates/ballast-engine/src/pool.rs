@@ -374,7 +374,9 @@ fn grown_index(index: Ratio, annual_rate: Ratio, elapsed_s: u64) -> NumResult<Ra
         } else {
             step_s
         };
-        index = index.mul_ceil(Ratio::from_raw(exponent(seconds)?).exp()?)?;
+        // exp is correctly rounded to the nearest raw unit; one unit more makes the growth an upper bound.
+        let growth = Ratio::from_raw(Ratio::from_raw(exponent(seconds)?).exp()?.raw() + 1);
+        index = index.mul_ceil(growth)?;
     }
     Ok(index)
 }

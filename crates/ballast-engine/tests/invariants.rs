@@ -33,6 +33,19 @@ fn same_stream_same_hashes() {
 }
 
 #[test]
+fn perp_streams_replay_to_the_same_hashes() {
+    let base = seed("perp_streams_replay", 0x9E4F);
+    for s in base..base + 3 {
+        let stream = perp_stream(s, 10, 30);
+        assert_eq!(
+            run(&stream).1,
+            run(&stream).1,
+            "seed {s}: two runs of a perp stream diverged"
+        );
+    }
+}
+
+#[test]
 fn applied_logged_and_replayed_gives_the_same_hash() {
     let base = seed("applied_logged_and_replayed", 0x10C5);
     for s in base..base + N_STREAMS / 4 {
@@ -205,9 +218,8 @@ fn streams_exercise_the_interesting_paths() {
         }
     }
     println!("events: {counts:?}\nrejections: {rejections:?}");
+    // Perps are exercised by `perp_stream` (see the liquidation test, which requires dozens of liquidations).
     for kind in [
-        "perp_filled",
-        "funding_updated",
         "withdrawn_with_borrow",
         "deposited_with_repay",
         "margin_call",
@@ -220,4 +232,55 @@ fn streams_exercise_the_interesting_paths() {
             "kind {kind} too rare: {counts:?}"
         );
     }
+}
+
+#[test]
+fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_healthy() {
+    let base = seed("liquidation_properties", 0x11C0);
+    let mut n_liquidations = 0;
+    let mut n_full = 0;
+    for s in base..base + N_STREAMS / 2 {
+        let stream = perp_stream(s, 12, 40);
+        let mut engine = engine();
+        for (i, command) in stream.iter().enumerate() {
+            let Ok(events) = engine.apply(command) else {
+                continue;
+            };
+            for event in events {
+                if let ballast_engine::Event::PerpLiquidated {
+                    liquidator,
+                    health_before,
+                    health_after,
+                    full_close,
+                    ..
+                } = event
+                {
+                    n_liquidations += 1;
+                    n_full += full_close as usize;
+                    assert!(
+                        health_after.liquidation_end > health_before.liquidation_end,
+                        "seed {s} command {i}: liquidation did not improve health: {health_before:?} -> {health_after:?}"
+                    );
+                    if !full_close {
+                        // Streams stay far below the per-step notional limit, so a partial step always reaches it.
+                        assert!(
+                            !health_after.liquidation_end.is_negative(),
+                            "seed {s} command {i}: partial step short of liquidation-end"
+                        );
+                    }
+                    let h = engine.health(liquidator).unwrap();
+                    assert!(
+                        !h.initial.is_negative(),
+                        "seed {s} command {i}: liquidator left at {h:?}"
+                    );
+                }
+            }
+        }
+    }
+    println!("{n_liquidations} liquidations ({n_full} full closes)");
+    assert!(
+        n_liquidations >= 30,
+        "only {n_liquidations} liquidations: the streams do not exercise liquidation"
+    );
+    assert!(n_full >= 3, "only {n_full} full closes");
 }

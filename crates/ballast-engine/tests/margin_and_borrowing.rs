@@ -207,3 +207,26 @@ fn size_premium_makes_a_large_position_count_for_less() {
         "{minnow_per_btc}"
     );
 }
+
+/// Review finding F2: a user command that accrues the pool at the same second as the keeper's accrual must not
+/// hide an interest-driven margin call.
+#[test]
+fn interest_driven_margin_calls_are_not_hidden_by_an_earlier_accrual() {
+    let (mut v, borrower, lender) = btc_borrower();
+    v.withdraw(borrower, "USDC", "48000").unwrap();
+    // Maintenance 53,340 * 0.9 - 48,000 = 6: just above zero.
+    v.t += 1;
+    v.price("BTC", "53340");
+    assert!(v.engine.below_maintenance().is_empty());
+    // 30 days at 4.8% utilization (0.24% a year) add about 9.47 USDC of debt. No price moves (a price update
+    // would re-check the borrower itself): only the lender's deposit, which accrues the USDC pool at this second
+    // and re-checks the lender alone, then the keeper's accrual.
+    v.t += 30 * 86_400;
+    v.deposit(lender, "USDC", "1");
+    assert!(v.engine.below_maintenance().is_empty());
+    let events = v.ok(CommandKind::AccrueInterest { asset: None });
+    assert!(
+        events.iter().any(|e| matches!(e, Event::MarginCall { sub_account, .. } if *sub_account == borrower)),
+        "{events:?}"
+    );
+}

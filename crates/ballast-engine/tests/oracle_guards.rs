@@ -156,3 +156,26 @@ fn bad_price_updates_are_refused() {
         .unwrap_err();
     assert_eq!(r.code, "time_goes_backwards");
 }
+
+/// Review finding F1: after a pause in the feed, one manipulated print must not drag its own reference along and
+/// pass the divergence check.
+#[test]
+fn one_print_after_a_pause_cannot_vouch_for_itself() {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let a = v.sub(1, MarginSpec::Cross);
+    let lender = v.sub(2, MarginSpec::Cross);
+    v.deposit(lender, "USDC", "1000000");
+    v.deposit(a, "BTC", "1");
+    v.t += 7_200; // two hours without a BTC price
+    v.price("USDC", "1");
+    v.price("BTC", "150000");
+    let r = v.withdraw(a, "USDC", "90000").unwrap_err();
+    assert_eq!(r.code, "insufficient_health", "{r}");
+    assert!(
+        r.message
+            .contains("counting BTC collateral at zero (its oracle diverges"),
+        "{}",
+        r.message
+    );
+}

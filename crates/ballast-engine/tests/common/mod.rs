@@ -91,7 +91,8 @@ pub fn random_stream(seed: u64, n_commands: usize) -> Vec<Command> {
     let mut sub_owner = Vec::new();
     for owner in 0..n_owners {
         for _ in 0..1 + rng.below(3) {
-            let margin = if rng.chance(20) {
+            // Sub-account 0 is the stream's liquidator: cross, and funded below.
+            let margin = if n_subs > 0 && rng.chance(20) {
                 MarginSpec::Isolated("MNGO".into())
             } else {
                 MarginSpec::Cross
@@ -115,13 +116,22 @@ pub fn random_stream(seed: u64, n_commands: usize) -> Vec<Command> {
         }
     };
     push_prices(&mut out, t, &prices);
+    out.push(cmd(t, CommandKind::RegisterLiquidator { sub_account: 0 }));
+    out.push(cmd(
+        t,
+        CommandKind::Deposit {
+            sub_account: 0,
+            asset: "USDC".into(),
+            amount: TokenQuantity::from_int(5_000_000).unwrap(),
+        },
+    ));
     while out.len() < n_commands {
         let roll = rng.below(100);
         if roll < 8 {
             // Time passes; prices move (random walk, occasional shock) and are republished.
             t += 1 + rng.below(3_600);
             for p in prices.iter_mut().skip(1) {
-                let shock = if rng.chance(5) { 30 } else { 3 };
+                let shock = if rng.chance(12) { 30 } else { 3 };
                 let pct = rng.below(2 * shock + 1) as i128 - shock as i128;
                 *p = (*p * (100 + pct) / 100).max(1);
             }
@@ -168,6 +178,16 @@ pub fn random_stream(seed: u64, n_commands: usize) -> Vec<Command> {
                 ("SOL-PERP", 3, 2),
             ]);
             let oracle_micro = prices[i];
+            if roll == 97 {
+                out.push(cmd(
+                    t,
+                    CommandKind::Liquidate {
+                        liquidator: 0,
+                        target: rng.below(n_subs as u64) as u32,
+                    },
+                ));
+                continue;
+            }
             if roll == 98 {
                 let mark = oracle_micro * (1000 + rng.below(21) as i128 - 10) / 1000;
                 out.push(cmd(
@@ -453,3 +473,107 @@ pub fn proptest_config(test: &str, cases: u32, default_seed: u64) -> proptest::t
         ..proptest::test_runner::Config::default()
     }
 }
+
+/// A perp-heavy stream: `n_traders` cross sub-accounts with 5,000 to 100,000 USDC trade BTC-PERP and ETH-PERP with
+/// each other at up to about 15x, prices random-walk with shocks of up to 25%, funding samples arrive, and a
+/// liquidator (sub-account 0, 10M USDC) sweeps all traders after every price move. Some fills and liquidations are
+/// refused; that is part of the test.
+pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
+    let mut rng = Rng::new(seed);
+    let mut t = GENESIS;
+    let mut out = Vec::new();
+    let mut prices: Vec<i128> = ASSETS.iter().map(|a| a.2).collect();
+    let publish = |out: &mut Vec<Command>, t: u64, prices: &[i128]| {
+        for (i, (symbol, _, _)) in ASSETS.iter().enumerate() {
+            out.push(cmd(
+                t,
+                CommandKind::OraclePrice {
+                    asset: symbol.to_string(),
+                    price: Price::from_raw(prices[i] * 1_000_000),
+                    confidence: Price::from_raw(prices[i] * 100),
+                    publish_time: t,
+                },
+            ));
+        }
+    };
+    publish(&mut out, t, &prices);
+    for owner in 0..=n_traders as u64 {
+        out.push(cmd(t, CommandKind::CreateAccount { owner }));
+        out.push(cmd(
+            t,
+            CommandKind::OpenSubAccount {
+                owner,
+                margin: MarginSpec::Cross,
+            },
+        ));
+        let usdc = if owner == 0 {
+            10_000_000
+        } else {
+            5_000 + rng.below(95_000) as i128
+        };
+        out.push(cmd(
+            t,
+            CommandKind::Deposit {
+                sub_account: owner as u32,
+                asset: "USDC".into(),
+                amount: TokenQuantity::from_int(usdc).unwrap(),
+            },
+        ));
+    }
+    out.push(cmd(t, CommandKind::RegisterLiquidator { sub_account: 0 }));
+    for _ in 0..n_moves {
+        for _ in 0..4 {
+            let (market, i, step_decimals) =
+                *rng.pick(&[("BTC-PERP", 1usize, 4u32), ("ETH-PERP", 2, 3)]);
+            let taker = 1 + rng.below(n_traders as u64) as u32;
+            let maker = 1 + rng.below(n_traders as u64) as u32;
+            let usd = 10_000 * (1 + rng.below(60) as i128);
+            let steps = (usd * 1_000_000 * 10i128.pow(step_decimals) / prices[i]).max(1);
+            out.push(cmd(
+                t,
+                CommandKind::PerpFill {
+                    market: market.into(),
+                    taker,
+                    maker,
+                    side: if rng.chance(50) {
+                        crate::common::Side::Buy
+                    } else {
+                        crate::common::Side::Sell
+                    },
+                    size: TokenQuantity::from_raw(steps * 10i128.pow(18 - step_decimals)),
+                    price: Price::from_raw(
+                        prices[i] * (1000 + rng.below(5) as i128 - 2) / 1000 * 1_000_000,
+                    ),
+                },
+            ));
+        }
+        t += 60;
+        for p in prices.iter_mut().skip(1) {
+            let shock = if rng.chance(10) { 25 } else { 4 };
+            let pct = rng.below(2 * shock + 1) as i128 - shock as i128;
+            *p = (*p * (100 + pct) / 100).max(1);
+        }
+        publish(&mut out, t, &prices);
+        if rng.chance(30) {
+            out.push(cmd(
+                t,
+                CommandKind::UpdateFunding {
+                    market: "BTC-PERP".into(),
+                    mark_price: Price::from_raw(prices[1] * 1_001_000),
+                },
+            ));
+        }
+        for target in 1..=n_traders {
+            out.push(cmd(
+                t,
+                CommandKind::Liquidate {
+                    liquidator: 0,
+                    target,
+                },
+            ));
+        }
+    }
+    out
+}
+
+pub use ballast_engine::command::Side;
