@@ -277,6 +277,21 @@ pub enum Event {
         health_before: Health,
         health_after: Health,
     },
+    /// A liquidator repaid part of a target's debt and received its collateral at a discount.
+    SpotLiquidated {
+        liquidator: SubAccountId,
+        target: SubAccountId,
+        debt_asset: String,
+        /// Debt repaid by the liquidator, whole tokens.
+        repaid: TokenQuantity,
+        collateral_asset: String,
+        /// Collateral taken from the target, whole tokens; `to_insurance` of it went to the insurance fund.
+        seized: TokenQuantity,
+        to_insurance: TokenQuantity,
+        full_close: bool,
+        health_before: Health,
+        health_after: Health,
+    },
     MarketRiskSet {
         market: String,
         reduce_only: bool,

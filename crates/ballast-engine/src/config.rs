@@ -98,6 +98,9 @@ pub struct AssetConfig {
     pub borrow_cap: TokenQuantity,
     /// Share of borrow interest credited to the treasury.
     pub reserve_factor: Ratio,
+    /// Discount at which a liquidator receives this asset as collateral for repaying a debt: it gets
+    /// `(1 + fee)` times the value it repaid.
+    pub liquidation_fee: Ratio,
     pub oracle: OracleConfig,
     pub interest: InterestCurve,
 }
@@ -432,6 +435,14 @@ pub fn validate_asset(asset: &AssetConfig, tiers: &[TierConfig]) -> Vec<String> 
         err(
             "reserve_factor",
             format!("{} must be at least 0 and below 1", asset.reserve_factor),
+        );
+    }
+    if asset.liquidation_fee < Ratio::ZERO
+        || asset.liquidation_fee > Ratio::from_raw(Ratio::ONE.raw() / 5)
+    {
+        err(
+            "liquidation_fee",
+            format!("{} must be between 0 and 0.2", asset.liquidation_fee),
         );
     }
     let o = &asset.oracle;

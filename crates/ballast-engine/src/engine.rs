@@ -1042,8 +1042,7 @@ impl Engine {
         let debit = pool.withdraw(native, held_scaled)?;
         let (credit_scaled, _) = pool.credit(target_scaled, native)?;
         // Internal move: undo the external flow counters, the vault is unchanged.
-        pool.total_in = pool.total_in.checked_sub(native)?;
-        pool.total_out = pool.total_out.checked_sub(native)?;
+        pool.internal_move(native)?;
         let source_scaled = held_scaled - debit;
         self.check_new_risk(
             from,
@@ -1577,22 +1576,219 @@ impl Engine {
             .filter(|p| !p.base.is_zero())
             .map(|p| p.market)
             .collect();
-        if markets.is_empty() {
-            return Err(reject(
-                "nothing_to_liquidate",
-                format!("sub-account {target} has no perp position to take over (spot liquidation is not built yet)"),
-            ));
-        }
         let mut events = Vec::new();
+        // Perp positions first, in market order; then debts against collateral, both in asset order.
         for m in markets {
             if !self.health_at(target, now_s)?.liquidation_end.is_negative() {
                 break;
             }
             self.liquidate_perp(now_s, liquidator, target, m, &mut events)?;
         }
+        let debts: Vec<AssetIdx> = self.sub_accounts[target as usize]
+            .balances
+            .iter()
+            .filter(|b| b.scaled < 0)
+            .map(|b| b.asset)
+            .collect();
+        for debt in debts {
+            let collaterals: Vec<AssetIdx> = self.sub_accounts[target as usize]
+                .balances
+                .iter()
+                .filter(|b| b.scaled > 0)
+                .map(|b| b.asset)
+                .collect();
+            for collateral in collaterals {
+                let sub = &self.sub_accounts[target as usize];
+                if sub.scaled(debt) >= 0
+                    || !self.health_at(target, now_s)?.liquidation_end.is_negative()
+                {
+                    break;
+                }
+                self.liquidate_spot(now_s, liquidator, target, debt, collateral, &mut events)?;
+            }
+        }
+        if events.is_empty() {
+            return Err(reject(
+                "nothing_to_liquidate",
+                format!(
+                    "sub-account {target} has no position and no debt with collateral to take over"
+                ),
+            ));
+        }
         self.check_new_risk_guarded(liquidator, "liquidation", now_s, &[], Guard::Liquidation)?;
         self.refresh_touched(now_s, &[target, liquidator], &mut events)?;
         Ok(events)
+    }
+
+    /// The liquidator repays part of the target's debt in `debt` and receives the target's `collateral` worth
+    /// `(1 + fee)` times as much at oracle prices (`fee`: the collateral asset's `liquidation_fee`); the insurance
+    /// share of the bonus goes to the insurance fund's deposit in that pool. The least amount that restores the
+    /// target's liquidation-end health, within the per-step notional limit; everything the collateral covers when a
+    /// partial swap cannot improve health.
+    fn liquidate_spot(
+        &mut self,
+        now_s: u64,
+        liquidator: SubAccountId,
+        target: SubAccountId,
+        debt: AssetIdx,
+        collateral: AssetIdx,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let d_symbol = self.assets[debt as usize].symbol.clone();
+        let c_symbol = self.assets[collateral as usize].symbol.clone();
+        let (d_dec, c_dec) = (
+            self.assets[debt as usize].decimals,
+            self.assets[collateral as usize].decimals,
+        );
+        let mut prices = [Price::ZERO; 2];
+        for (slot, asset) in [debt, collateral].into_iter().enumerate() {
+            let risk = self.asset_risk(asset, now_s)?;
+            if let Some(problem) = Guard::Liquidation.filter(risk.problem) {
+                let symbol = &self.assets[asset as usize].symbol;
+                return Err(reject(
+                    problem.code(),
+                    format!(
+                        "liquidation needs a usable {symbol} price: oracle for {symbol} {problem}"
+                    ),
+                ));
+            }
+            prices[slot] = risk.oracle.expect("no problem means a price").price;
+        }
+        let [p_debt, p_coll] = prices;
+        let liquidator_sub = self.sub_account(liquidator)?;
+        self.check_may_hold(liquidator_sub, liquidator, debt)?;
+        self.check_may_hold(liquidator_sub, liquidator, collateral)?;
+        let new_assets = [debt, collateral]
+            .iter()
+            .filter(|&&a| liquidator_sub.scaled(a) == 0)
+            .count();
+        if liquidator_sub.balances.len() + new_assets > MAX_BALANCES_PER_SUB_ACCOUNT {
+            return Err(reject(
+                "too_many_balances",
+                format!("liquidator sub-account {liquidator} cannot take on {d_symbol} and {c_symbol}: it would hold more than {MAX_BALANCES_PER_SUB_ACCOUNT} assets"),
+            ));
+        }
+        let fee = self.assets[collateral as usize].liquidation_fee;
+        let share = self.protocol.liquidation_insurance_share;
+        let mut pool_d = self.pools[debt as usize].clone();
+        let mut pool_c = self.pools[collateral as usize].clone();
+        for (pool, asset) in [(&mut pool_d, debt), (&mut pool_c, collateral)] {
+            let config = &self.assets[asset as usize];
+            pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        }
+        let target_sub = &self.sub_accounts[target as usize];
+        let (t_debt, t_coll) = (target_sub.scaled(debt), target_sub.scaled(collateral));
+        let (l_debt, l_coll) = (
+            liquidator_sub.scaled(debt),
+            liquidator_sub.scaled(collateral),
+        );
+        let owed = pool_d.borrow_native(-t_debt)?;
+        let held = pool_c.deposit_native(t_coll)?;
+        // The most debt the collateral covers at the discount, and the per-step notional limit.
+        let discount = Ratio::ONE.div_floor(Ratio::ONE.checked_add(fee)?)?;
+        let covered_value = p_coll.value_floor(held, c_dec)?.mul_ratio_floor(discount)?;
+        let limit_value = self
+            .protocol
+            .liquidation_max_step_notional
+            .min(covered_value);
+        let max_repay = owed.min(p_debt.amount_for_value(limit_value, d_dec, Rounding::Floor)?);
+        if !max_repay.is_positive() {
+            return Ok(());
+        }
+        // Balances (target debt, target collateral, liquidator debt asset, liquidator collateral asset), pools,
+        // collateral seized and its insurance part, after the liquidator repays `r` native units of the debt.
+        type Outcome = (i128, i128, i128, i128, Pool, Pool, TokenAmount, TokenAmount);
+        let outcome = |r: TokenAmount| -> NumResult<Outcome> {
+            let (mut pd, mut pc) = (pool_d.clone(), pool_c.clone());
+            // Debt side: out of the liquidator's deposit first, then borrowed; into the target's debt.
+            let liquidator_deposit = if l_debt > 0 {
+                pd.deposit_native(l_debt)?
+            } else {
+                TokenAmount::ZERO
+            };
+            let from_deposit = r.min(liquidator_deposit);
+            let mut l_d = l_debt;
+            if from_deposit.is_positive() {
+                l_d -= pd.withdraw(from_deposit, l_debt)?;
+            }
+            let borrowed = r.checked_sub(from_deposit)?;
+            if borrowed.is_positive() {
+                l_d -= pd.borrow(borrowed)?;
+            }
+            let t_d = t_debt + pd.repay(r, -t_debt)?;
+            pd.internal_move(r)?;
+            // Collateral side: (1 + fee) times the repaid value, the insurance share of the bonus set apart.
+            let repaid_value = p_debt.value_floor(r, d_dec)?;
+            let with_bonus = repaid_value.mul_ratio_floor(Ratio::ONE.checked_add(fee)?)?;
+            let seized = p_coll
+                .amount_for_value(with_bonus, c_dec, Rounding::Floor)?
+                .min(held);
+            let bonus_share = repaid_value.mul_ratio_floor(fee)?.mul_ratio_floor(share)?;
+            let insurance = p_coll
+                .amount_for_value(bonus_share, c_dec, Rounding::Floor)?
+                .min(seized);
+            let t_c = t_coll - pc.withdraw(seized, t_coll)?;
+            let (l_c, _) = pc.credit(l_coll, seized.checked_sub(insurance)?)?;
+            if insurance.is_positive() {
+                let credited = pc.deposit(insurance)?;
+                pc.insurance_scaled += credited;
+            }
+            pc.internal_move(seized)?;
+            Ok((t_d, t_c, l_d, l_c, pd, pc, seized, insurance))
+        };
+        let target_le = |r: TokenAmount| -> NumResult<Quote> {
+            let (t_d, t_c, ..) = outcome(r)?;
+            let sub = &self.sub_accounts[target as usize];
+            let overrides = [(debt, t_d), (collateral, t_c)];
+            let cache = self.health_cache_with(sub, now_s, &overrides, &[], Guard::Liquidation)?;
+            Ok(cache.health()?.liquidation_end)
+        };
+        let le_before = target_le(TokenAmount::ZERO)?;
+        let mut r = max_repay;
+        if !target_le(max_repay)?.is_negative() {
+            let (mut lo, mut hi) = (1i128, max_repay.raw());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if target_le(TokenAmount::from_raw(mid))?.is_negative() {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            r = TokenAmount::from_raw(lo);
+        }
+        let mut full_close = r == max_repay;
+        if target_le(r)? <= le_before && !full_close {
+            r = max_repay;
+            full_close = true;
+        }
+        if target_le(r)? <= le_before {
+            return Err(reject(
+                "cannot_improve",
+                format!("swapping sub-account {target}'s {c_symbol} for its {d_symbol} debt would not improve its health"),
+            ));
+        }
+        let health_before = self.health_at(target, now_s)?;
+        let (t_d, t_c, l_d, l_c, pd, pc, seized, insurance) = outcome(r)?;
+        self.commit_pool(debt, pd);
+        self.commit_pool(collateral, pc);
+        self.commit_balance(target, debt, t_d);
+        self.commit_balance(target, collateral, t_c);
+        self.commit_balance(liquidator, debt, l_d);
+        self.commit_balance(liquidator, collateral, l_c);
+        events.push(Event::SpotLiquidated {
+            liquidator,
+            target,
+            debt_asset: d_symbol,
+            repaid: TokenQuantity::from_native(r, d_dec)?,
+            collateral_asset: c_symbol,
+            seized: TokenQuantity::from_native(seized, c_dec)?,
+            to_insurance: TokenQuantity::from_native(insurance, c_dec)?,
+            full_close,
+            health_before,
+            health_after: self.health_at(target, now_s)?,
+        });
+        Ok(())
     }
 
     fn liquidate_perp(
@@ -1801,6 +1997,29 @@ impl Engine {
         &self.tiers
     }
 
+    pub fn perp_tiers(&self) -> &[PerpTierConfig] {
+        &self.perp_tiers
+    }
+
+    /// Every market's configuration, by market index (listing order).
+    pub fn market_configs(&self) -> &[MarketConfig] {
+        &self.market_configs
+    }
+
+    /// Every market's state, by market index.
+    pub fn markets(&self) -> &[Market] {
+        &self.markets
+    }
+
+    /// Per market index, the underlying asset's index.
+    pub fn market_underlying(&self) -> &[AssetIdx] {
+        &self.market_underlying
+    }
+
+    pub fn market_index(&self, symbol: &str) -> Option<MarketIdx> {
+        self.market_by_symbol.get(symbol).copied()
+    }
+
     /// Sub-accounts with an open margin call (maintenance health below zero at their last evaluation), in id order.
     pub fn below_maintenance(&self) -> Vec<SubAccountId> {
         (0..self.sub_accounts.len() as SubAccountId)
@@ -1943,10 +2162,10 @@ impl Engine {
             let symbol = &self.assets[a].symbol;
             pool.check_conservation()
                 .map_err(|e| format!("pool {symbol}: {e}"))?;
-            if deposits[a] + pool.treasury_scaled != pool.deposits_scaled {
+            if deposits[a] + pool.treasury_scaled + pool.insurance_scaled != pool.deposits_scaled {
                 return Err(format!(
-                    "pool {symbol}: scaled deposits {} != accounts {} + treasury {}",
-                    pool.deposits_scaled, deposits[a], pool.treasury_scaled
+                    "pool {symbol}: scaled deposits {} != accounts {} + treasury {} + insurance {}",
+                    pool.deposits_scaled, deposits[a], pool.treasury_scaled, pool.insurance_scaled
                 ));
             }
             if borrows[a] != pool.borrows_scaled {

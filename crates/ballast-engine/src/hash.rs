@@ -56,6 +56,7 @@ impl Engine {
             for v in [
                 p.vault.raw(),
                 p.treasury_scaled,
+                p.insurance_scaled,
                 p.rounding_surplus,
                 p.total_in.raw(),
                 p.total_out.raw(),

@@ -44,6 +44,8 @@ pub struct Pool {
     pub vault: TokenAmount,
     /// The treasury's scaled deposit (part of `deposits_scaled`).
     pub treasury_scaled: i128,
+    /// The insurance fund's scaled deposit of this asset (part of `deposits_scaled`): its share of liquidation fees.
+    pub insurance_scaled: i128,
     /// Rounding remainders kept by the venue, in index units (native * 10^18).
     pub rounding_surplus: i128,
     /// Native tokens that ever entered the pool from outside (deposits and repayments).
@@ -71,6 +73,7 @@ impl Pool {
             last_accrual_s: now_s,
             vault: TokenAmount::ZERO,
             treasury_scaled: 0,
+            insurance_scaled: 0,
             rounding_surplus: 0,
             total_in: TokenAmount::ZERO,
             total_out: TokenAmount::ZERO,
@@ -310,6 +313,14 @@ impl Pool {
         self.total_out = self.total_out.checked_add(amount)?;
         self.rounding_surplus =
             checked(self.rounding_surplus.checked_add(residual), "Pool::surplus")?;
+        Ok(())
+    }
+
+    /// Undoes the external-flow counters of an internal move of `amount` (a withdrawal from one holder booked
+    /// against a deposit or repayment by another): the vault is unchanged, so neither flow crossed the pool's edge.
+    pub fn internal_move(&mut self, amount: TokenAmount) -> NumResult<()> {
+        self.total_in = self.total_in.checked_sub(amount)?;
+        self.total_out = self.total_out.checked_sub(amount)?;
         Ok(())
     }
 

@@ -226,7 +226,9 @@ fn interest_driven_margin_calls_are_not_hidden_by_an_earlier_accrual() {
     assert!(v.engine.below_maintenance().is_empty());
     let events = v.ok(CommandKind::AccrueInterest { asset: None });
     assert!(
-        events.iter().any(|e| matches!(e, Event::MarginCall { sub_account, .. } if *sub_account == borrower)),
+        events.iter().any(
+            |e| matches!(e, Event::MarginCall { sub_account, .. } if *sub_account == borrower)
+        ),
         "{events:?}"
     );
 }

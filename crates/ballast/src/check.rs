@@ -2,7 +2,9 @@
 //!
 //! On success it prints the protocol section, the tiers and three tables keyed by asset symbol: risk (decimals,
 //! tier, collateral mode, the four weights, size premium, concentration threshold, caps, reserve factor), oracle
-//! limits, and the interest curve with the annual borrow rate it gives at 0% utilization, at each kink and at 100%.
+//! limits, and the interest curve with the annual borrow rate it gives at 0% utilization, at each kink and at 100%;
+//! then the perp tiers (margin ratios, open-interest caps, the markets in each) and the perp markets (underlying,
+//! tier, step size, size premium, fees, max leverage, positive-PnL weight, funding interval and clamp).
 //! Every number is printed exactly as the engine holds it (decimal, no rounding).
 
 use crate::{load_config, Failure};
@@ -35,9 +37,11 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        "{source}: ok ({} tiers, {} assets)\n",
+        "{source}: ok ({} tiers, {} assets, {} perp tiers, {} markets)\n",
         config.tiers.len(),
-        config.assets.len()
+        config.assets.len(),
+        config.perp_tiers.len(),
+        config.markets.len()
     );
     let _ = writeln!(out, "protocol                  {}", p.name);
     let _ = writeln!(out, "quote asset               {}", p.quote_asset);
@@ -175,6 +179,82 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
             "rate at 100%",
             "slopes",
             "max rate",
+        ],
+        rows,
+    ));
+
+    out.push_str(
+        "\nperp tiers (margin ratios; open interest caps in USD of long open interest at the oracle)\n",
+    );
+    let rows = config
+        .perp_tiers
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.initial_margin_ratio.to_string(),
+                t.maintenance_margin_ratio.to_string(),
+                t.open_interest_lower_cap.to_string(),
+                t.open_interest_upper_cap.to_string(),
+                config
+                    .markets
+                    .iter()
+                    .filter(|m| m.tier == t.name)
+                    .map(|m| m.symbol.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "perp tier",
+            "initial margin",
+            "maint margin",
+            "OI lower cap",
+            "OI upper cap",
+            "markets",
+        ],
+        rows,
+    ));
+
+    out.push_str(
+        "\nmarkets (step size in whole base tokens; fees, premium and weight are ratios; funding clamp per interval)\n",
+    );
+    let rows = config
+        .markets
+        .iter()
+        .map(|m| {
+            vec![
+                m.symbol.clone(),
+                m.underlying.clone(),
+                m.tier.clone(),
+                m.step_size.to_string(),
+                m.size_premium_factor.to_string(),
+                m.taker_fee.to_string(),
+                m.maker_fee.to_string(),
+                m.liquidation_fee.to_string(),
+                m.max_leverage.to_string(),
+                m.positive_pnl_initial_weight.to_string(),
+                m.funding.interval_s.to_string(),
+                m.funding.max_rate_per_interval.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "market",
+            "underlying",
+            "tier",
+            "step size",
+            "size premium",
+            "taker fee",
+            "maker fee",
+            "liq fee",
+            "max leverage",
+            "+pnl init w",
+            "funding interval s",
+            "funding clamp",
         ],
         rows,
     ));

@@ -2,20 +2,26 @@
 //!
 //! ```text
 //! {"type":"summary","commands":N,"applied":A,"rejected":R,"now":SECONDS,
-//!  "sub_accounts":[{"id","owner","margin","balances":{SYMBOL:AMOUNT},"health":{...},"below_maintenance"}],
+//!  "sub_accounts":[{"id","owner","margin","balances":{SYMBOL:AMOUNT},
+//!                   "perps":[{"market","base","quote","funding_snapshot"}],"health":{...},"below_maintenance"}],
 //!  "pools":[{"asset","price","total_supplied","total_borrowed","vault","utilization","borrow_rate",
 //!            "supply_rate","borrow_index","supply_index"}],
+//!  "markets":[{"symbol","underlying","oracle_price","open_interest","funding_index","fees_collected",
+//!              "reduce_only","paused","margin_multiplier"}],
 //!  "treasury":{SYMBOL:AMOUNT},"state_hash":"<hex>"}
 //! ```
 //!
 //! Units: token amounts are whole tokens (the asset's native units divided by 10^decimals), health is in the quote
-//! asset (USD), prices are USD per whole token, rates are annual, indices start at 1. Every number except counts,
-//! ids and times is a decimal string, exact, never a float. Balances are valued at each pool's stored indices (as of
-//! its last accrual); health projects borrow interest to `now`, as the engine's own checks do. Objects keyed by
-//! symbol list the assets in listing order.
+//! asset (USD), prices are USD per whole token, rates are annual, indices start at 1. A perp position's `base` is
+//! whole tokens of the market's underlying (positive long), its `quote` balance USD, its `funding_snapshot` USD per
+//! whole base token (the market's funding index when it last settled); a market's `open_interest` is whole tokens
+//! (long side), `funding_index` USD per whole base token, `fees_collected` USD. Every number except counts, ids and times is
+//! a decimal string, exact, never a float. Balances are valued at each pool's stored indices (as of its last
+//! accrual); health projects borrow interest to `now` and includes unsettled perp PnL and pending funding, as the
+//! engine's own checks do. Objects keyed by symbol list the assets in listing order.
 
 use ballast_engine::{Engine, Health, MarginKind, MarginSpec, OwnerId, SubAccountId};
-use ballast_num::{NumResult, Price, Ratio, TokenAmount, TokenQuantity};
+use ballast_num::{NumResult, Price, Quote, Ratio, TokenAmount, TokenQuantity};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -38,6 +44,8 @@ pub struct Summary {
     now: u64,
     sub_accounts: Vec<SubAccountSummary>,
     pools: Vec<PoolSummary>,
+    /// Every perp market in listing order.
+    markets: Vec<MarketSummary>,
     /// The treasury's claim on each pool (its reserve-factor share of interest), whole tokens.
     treasury: BySymbol<TokenQuantity>,
     state_hash: String,
@@ -51,6 +59,8 @@ struct SubAccountSummary {
     margin: MarginSpec,
     /// Non-zero balances, whole tokens; negative is debt.
     balances: BySymbol<TokenQuantity>,
+    /// Perp positions, in market order.
+    perps: Vec<PerpSummary>,
     /// Health at the three levels, quote (USD); `null` with `health_error` if it cannot be computed.
     health: Option<Health>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +87,35 @@ struct PoolSummary {
     supply_index: Ratio,
 }
 
+#[derive(Debug, Serialize)]
+struct PerpSummary {
+    market: String,
+    /// Whole tokens of the underlying; positive long.
+    base: TokenQuantity,
+    /// The position's quote balance, USD: trade value paid or received, fees, and funding settled so far.
+    quote: Quote,
+    /// The market's funding index when the position last settled funding, USD per whole base token.
+    funding_snapshot: Price,
+}
+
+#[derive(Debug, Serialize)]
+struct MarketSummary {
+    symbol: String,
+    underlying: String,
+    /// The underlying's latest oracle price, USD per whole token; `null` before the first one.
+    oracle_price: Option<Price>,
+    /// Long open interest (equal to short), whole tokens of the underlying.
+    open_interest: TokenQuantity,
+    /// Cumulative funding, USD per whole base token.
+    funding_index: Price,
+    /// Fees taken from positions, owed to the venue, USD.
+    fees_collected: Quote,
+    reduce_only: bool,
+    paused: bool,
+    /// The margin multiplier in force at `now` (phased in linearly by `set_market_risk`).
+    margin_multiplier: Ratio,
+}
+
 /// `(symbol, value)` pairs written as one JSON object in the given order (a map type would sort the keys).
 #[derive(Debug)]
 struct BySymbol<T>(Vec<(String, T)>);
@@ -99,6 +138,8 @@ impl Summary {
         let whole = |asset: u16, amount: TokenAmount| -> NumResult<TokenQuantity> {
             TokenQuantity::from_native(amount, assets[asset as usize].decimals)
         };
+        let markets = engine.market_configs();
+        let underlying = engine.market_underlying();
 
         let mut sub_accounts = Vec::with_capacity(engine.sub_accounts().len());
         for (i, sub) in engine.sub_accounts().iter().enumerate() {
@@ -110,6 +151,18 @@ impl Summary {
                     .and_then(|native| Ok(whole(b.asset, native)?))
                     .map_err(|e| format!("sub-account {id} {}: {e}", symbol(b.asset)))?;
                 balances.push((symbol(b.asset), amount));
+            }
+            let mut perps = Vec::with_capacity(sub.perps.len());
+            for p in &sub.perps {
+                let market = &markets[p.market as usize];
+                let base = whole(underlying[p.market as usize], p.base)
+                    .map_err(|e| format!("sub-account {id} {}: {e}", market.symbol))?;
+                perps.push(PerpSummary {
+                    market: market.symbol.clone(),
+                    base,
+                    quote: p.quote,
+                    funding_snapshot: p.funding_snapshot,
+                });
             }
             let (health, health_error) = match engine.health(id) {
                 Ok(h) => (Some(h), None),
@@ -123,6 +176,7 @@ impl Summary {
                     MarginKind::Isolated(asset) => MarginSpec::Isolated(symbol(asset)),
                 },
                 balances: BySymbol(balances),
+                perps,
                 health,
                 health_error,
                 below_maintenance: sub.below_maintenance,
@@ -164,6 +218,23 @@ impl Summary {
             treasury.push((config.symbol.clone(), held));
         }
 
+        let mut market_summaries = Vec::with_capacity(markets.len());
+        for (m, (config, state)) in markets.iter().zip(engine.markets()).enumerate() {
+            let asset = underlying[m];
+            let context = |e: ballast_num::NumError| format!("market {}: {e}", config.symbol);
+            market_summaries.push(MarketSummary {
+                symbol: config.symbol.clone(),
+                underlying: config.underlying.clone(),
+                oracle_price: engine.oracle(asset).map(|o| o.price),
+                open_interest: whole(asset, state.open_interest).map_err(context)?,
+                funding_index: state.funding_index,
+                fees_collected: state.fees_collected,
+                reduce_only: state.reduce_only,
+                paused: state.paused,
+                margin_multiplier: state.margin_multiplier(engine.now_s()).map_err(context)?,
+            });
+        }
+
         Ok(Summary {
             kind: "summary",
             commands: tally.commands,
@@ -172,6 +243,7 @@ impl Summary {
             now: engine.now_s(),
             sub_accounts,
             pools,
+            markets: market_summaries,
             treasury: BySymbol(treasury),
             state_hash: engine.state_hash(),
         })
@@ -216,11 +288,48 @@ mod tests {
         let summary = Summary::build(&engine, Tally::default()).unwrap();
         let json = serde_json::to_string(&summary.sub_accounts[0]).unwrap();
         assert!(
-            json.contains(r#""margin":{"isolated":"MNGO"},"balances":{"MNGO":"12.5"}"#),
+            json.contains(r#""margin":{"isolated":"MNGO"},"balances":{"MNGO":"12.5"},"perps":[]"#),
             "{json}"
         );
         assert!(
             json.contains(r#""health":{"initial":"0","liquidation_end":"0","maintenance":"0"}"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn perp_positions_are_whole_base_tokens_and_markets_follow_listing_order() {
+        let config = ProtocolConfig::from_toml("protocol.toml", CONFIG).unwrap();
+        let mut engine = Engine::new(config, 0);
+        for line in [
+            r#"{"timestamp":1,"type":"create_account","owner":1}"#,
+            r#"{"timestamp":1,"type":"open_sub_account","owner":1,"margin":"cross"}"#,
+            r#"{"timestamp":1,"type":"open_sub_account","owner":1,"margin":"cross"}"#,
+            r#"{"timestamp":1,"type":"oracle_price","asset":"USDC","price":"1","confidence":"0","publish_time":1}"#,
+            r#"{"timestamp":1,"type":"oracle_price","asset":"ETH","price":"3000","confidence":"1","publish_time":1}"#,
+            r#"{"timestamp":2,"type":"deposit","sub_account":0,"asset":"USDC","amount":"1000"}"#,
+            r#"{"timestamp":2,"type":"deposit","sub_account":1,"asset":"USDC","amount":"1000"}"#,
+            r#"{"timestamp":3,"type":"perp_fill","market":"ETH-PERP","taker":0,"maker":1,"side":"sell","size":"0.25","price":"3000"}"#,
+        ] {
+            engine.apply(&Command::from_json(line).unwrap()).unwrap();
+        }
+        let summary = Summary::build(&engine, Tally::default()).unwrap();
+        let json = serde_json::to_string(&summary.sub_accounts[0]).unwrap();
+        // 0.25 ETH sold at 3000: +750 USD, less the 0.05% taker fee (0.375).
+        assert!(
+            json.contains(r#""perps":[{"market":"ETH-PERP","base":"-0.25","quote":"749.625","funding_snapshot":"0"}]"#),
+            "{json}"
+        );
+        let json = serde_json::to_string(&summary.markets).unwrap();
+        assert!(
+            json.starts_with(concat!(
+                r#"[{"symbol":"BTC-PERP","underlying":"BTC","oracle_price":null,"open_interest":"0","#,
+                r#""funding_index":"0","fees_collected":"0","reduce_only":false,"paused":false,"#,
+                r#""margin_multiplier":"1"},"#,
+                r#"{"symbol":"ETH-PERP","underlying":"ETH","oracle_price":"3000","open_interest":"0.25","#,
+                r#""funding_index":"0","fees_collected":"0.525","reduce_only":false,"paused":false,"#,
+                r#""margin_multiplier":"1"}"#
+            )),
             "{json}"
         );
     }

@@ -154,7 +154,7 @@ fn check_accepts_the_example_and_describes_it() {
     let dir = TempDir::new("check_ok");
     let out = dir.ballast(&["check", &example_config()]);
     out.expect_code(0)
-        .stdout_has(": ok (3 tiers, 5 assets)")
+        .stdout_has(": ok (3 tiers, 5 assets, 3 perp tiers, 4 markets)")
         .stdout_has("ballast-example")
         .stdout_has("quote asset               USDC")
         .stdout_has("isolated_only")
@@ -170,11 +170,69 @@ fn check_accepts_the_example_and_describes_it() {
     assert_eq!(&cells[..5], ["USDC", "0", "0.8", "0.04", "0.79"], "{out}");
 }
 
+/// The cells of the first stdout row whose first cell is `first`, split on whitespace.
+fn row<'a>(out: &'a Outcome, first: &str) -> Vec<&'a str> {
+    out.stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row starting with {first}{out}"))
+}
+
+#[test]
+fn check_lists_perp_tiers_and_markets() {
+    let dir = TempDir::new("check_markets");
+    let out = dir.ballast(&["check", &example_config()]);
+    out.expect_code(0)
+        .stdout_has("\nperp tiers (")
+        .stdout_has("\nmarkets (");
+    // Tier: initial and maintenance margin ratios, open interest caps (USD), the markets in it.
+    assert_eq!(
+        row(&out, "large-cap"),
+        [
+            "large-cap",
+            "0.05",
+            "0.03",
+            "500000000",
+            "1000000000",
+            "BTC-PERP",
+            "ETH-PERP"
+        ],
+        "{out}"
+    );
+    assert_eq!(row(&out, "mid-cap")[5..], ["SOL-PERP"], "{out}");
+    // Market: underlying, tier, step size, size premium, taker/maker/liquidation fees, max leverage, positive-PnL
+    // initial weight, funding interval (s) and clamp per interval.
+    assert_eq!(
+        row(&out, "BTC-PERP"),
+        [
+            "BTC-PERP",
+            "BTC",
+            "large-cap",
+            "0.0001",
+            "0.0002",
+            "0.0005",
+            "0.0002",
+            "0.01",
+            "20",
+            "0.9",
+            "3600",
+            "0.0005"
+        ],
+        "{out}"
+    );
+    for market in ["ETH-PERP", "SOL-PERP", "MNGO-PERP"] {
+        assert_eq!(row(&out, market).len(), 12, "{out}");
+    }
+}
+
 const BROKEN_CONFIG: &str = r#"
 [protocol]
 name = "broken"
 quote_asset = "USDT"
 liquidation_end_fraction = "0.5"
+liquidation_insurance_share = "0.25"
+liquidation_max_step_notional = "5000000"
 
 [[tier]]
 name = "major"
@@ -195,6 +253,7 @@ concentration_threshold = "0"
 deposit_cap = "100"
 borrow_cap = "10"
 reserve_factor = "0.1"
+liquidation_fee = "0.05"
 [asset.oracle]
 max_staleness_s = 60
 max_confidence = "0.01"
@@ -220,6 +279,7 @@ concentration_threshold = "0"
 deposit_cap = "100"
 borrow_cap = "10"
 reserve_factor = "0.1"
+liquidation_fee = "0.05"
 [asset.oracle]
 max_staleness_s = 60
 max_confidence = "0.01"
@@ -336,7 +396,12 @@ fn run_example_produces_the_documented_session() {
         .collect();
     assert_eq!(
         codes,
-        ["isolated_only_asset", "insufficient_health", "stale_oracle"],
+        [
+            "isolated_only_asset",
+            "insufficient_health",
+            "stale_oracle",
+            "insufficient_health"
+        ],
         "{out}"
     );
     let message = |i: usize| rejections[i]["message"].as_str().unwrap_or("").to_string();
@@ -357,6 +422,9 @@ fn run_example_produces_the_documented_session() {
         "transferred",
         "interest_accrued",
         "asset_listed",
+        "perp_filled",
+        "funding_updated",
+        "market_risk_set",
     ] {
         assert!(!out.of_type(kind).is_empty(), "no {kind} event{out}");
     }
@@ -376,10 +444,10 @@ fn run_example_produces_the_documented_session() {
         commands,
         "{out}"
     );
-    assert_eq!(summary["rejected"], 3, "{out}");
+    assert_eq!(summary["rejected"], 4, "{out}");
     assert_eq!(
         summary["sub_accounts"].as_array().map(Vec::len),
-        Some(4),
+        Some(6),
         "{out}"
     );
     assert_eq!(
@@ -394,6 +462,120 @@ fn run_example_produces_the_documented_session() {
     assert_eq!(summary["pools"][0]["asset"], "USDC", "{out}");
     assert!(summary["pools"][0]["borrow_rate"].is_string(), "{out}");
     assert!(summary["treasury"]["USDC"].is_string(), "{out}");
+}
+
+#[test]
+fn run_example_trades_perps_and_summarizes_positions_and_markets() {
+    let dir = TempDir::new("run_perps");
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        &example_commands(),
+        "--summary",
+    ]);
+    out.expect_code(0);
+
+    // Sub-account 4 buys 0.5 BTC-PERP from 5 at 56010: fees are 0.05% and 0.02% of 28005 USD.
+    let fills = out.of_type("perp_filled");
+    assert_eq!(fills.len(), 1, "{out}");
+    let fill = &fills[0];
+    for (field, value) in [
+        ("market", "BTC-PERP"),
+        ("side", "buy"),
+        ("size", "0.5"),
+        ("price", "56010"),
+        ("taker_fee", "14.0025"),
+        ("maker_fee", "5.601"),
+        ("taker_base", "0.5"),
+        ("maker_base", "-0.5"),
+        ("open_interest", "0.5"),
+    ] {
+        assert_eq!(fill[field], value, "{field}{out}");
+    }
+    assert_eq!(
+        (&fill["taker"], &fill["maker"]),
+        (&4.into(), &5.into()),
+        "{out}"
+    );
+
+    // The first sample starts the clock at rate 0; an hour later the mark is 100 above the oracle's 56500: the
+    // premium is clamped to 0.0005 and the index moves by 56500 * 0.0005 = 28.25 USD per BTC.
+    let funding = out.of_type("funding_updated");
+    assert_eq!(funding.len(), 2, "{out}");
+    assert_eq!(funding[0]["rate"], "0", "{out}");
+    assert_eq!(funding[1]["market"], "BTC-PERP", "{out}");
+    assert_eq!(funding[1]["rate"], "0.0005", "{out}");
+    assert_eq!(funding[1]["elapsed_s"], 3600, "{out}");
+    assert_eq!(funding[1]["funding_index"], "28.25", "{out}");
+
+    let risk = out.of_type("market_risk_set");
+    assert_eq!(risk.len(), 1, "{out}");
+    assert_eq!(risk[0]["market"], "ETH-PERP", "{out}");
+    assert_eq!(risk[0]["reduce_only"], true, "{out}");
+    assert_eq!(risk[0]["paused"], false, "{out}");
+    assert_eq!(risk[0]["margin_multiplier"], "2", "{out}");
+    assert_eq!(risk[0]["phase_s"], 86400, "{out}");
+
+    // Adding 5 BTC-PERP is refused: the taker's initial health would go negative.
+    let refused = out.of_type("rejection").pop().expect("a rejection");
+    assert_eq!(refused["code"], "insufficient_health", "{out}");
+    assert!(
+        refused["message"].as_str().is_some_and(|m| m
+            .starts_with("BTC-PERP fill (taker sub-account 4) would leave initial health at -")),
+        "{out}"
+    );
+
+    // The summary: both positions (base in whole BTC, quote in USD, funding not yet settled) ...
+    let summary = out.last_line();
+    let position = |id: usize| &summary["sub_accounts"][id]["perps"];
+    assert_eq!(
+        position(4),
+        &serde_json::json!([{"market":"BTC-PERP","base":"0.5","quote":"-28019.0025","funding_snapshot":"0"}]),
+        "{out}"
+    );
+    assert_eq!(
+        position(5),
+        &serde_json::json!([{"market":"BTC-PERP","base":"-0.5","quote":"27999.399","funding_snapshot":"0"}]),
+        "{out}"
+    );
+    assert_eq!(position(0), &serde_json::json!([]), "{out}");
+    // ... and every market in listing order, numbers as decimal strings.
+    let markets = summary["markets"].as_array().expect("a markets array");
+    let symbols: Vec<&str> = markets
+        .iter()
+        .filter_map(|m| m["symbol"].as_str())
+        .collect();
+    assert_eq!(
+        symbols,
+        ["BTC-PERP", "ETH-PERP", "SOL-PERP", "MNGO-PERP"],
+        "{out}"
+    );
+    assert_eq!(
+        markets[0],
+        serde_json::json!({
+            "symbol": "BTC-PERP",
+            "underlying": "BTC",
+            "oracle_price": "56500",
+            "open_interest": "0.5",
+            "funding_index": "28.25",
+            "fees_collected": "19.6035",
+            "reduce_only": false,
+            "paused": false,
+            "margin_multiplier": "1"
+        }),
+        "{out}"
+    );
+    // ETH-PERP went reduce-only with its multiplier phased from 1 to 2 over 86400 s; 3580 s later it is at
+    // 1 + 3580 / 86400, rounded up.
+    assert_eq!(markets[1]["oracle_price"], "2950", "{out}");
+    assert_eq!(markets[1]["reduce_only"], true, "{out}");
+    assert_eq!(markets[1]["open_interest"], "0", "{out}");
+    assert_eq!(
+        markets[1]["margin_multiplier"], "1.041435185185185186",
+        "{out}"
+    );
 }
 
 #[test]
