@@ -237,34 +237,49 @@ fn streams_exercise_the_interesting_paths() {
 #[test]
 fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_healthy() {
     let base = seed("liquidation_properties", 0x11C0);
-    let mut n_liquidations = 0;
-    let mut n_full = 0;
+    let (mut n_perp, mut n_spot, mut n_full) = (0, 0, 0);
     for s in base..base + N_STREAMS / 2 {
-        let stream = perp_stream(s, 12, 40);
-        let mut engine = engine();
-        for (i, command) in stream.iter().enumerate() {
-            let Ok(events) = engine.apply(command) else {
-                continue;
-            };
-            for event in events {
-                if let ballast_engine::Event::PerpLiquidated {
-                    liquidator,
-                    health_before,
-                    health_after,
-                    full_close,
-                    ..
-                } = event
-                {
-                    n_liquidations += 1;
+        // Perp-heavy streams, and the general streams (whose borrowers are liquidated by spot swaps).
+        for stream in [perp_stream(s, 12, 40), random_stream(s, N_COMMANDS)] {
+            let mut engine = engine();
+            for (i, command) in stream.iter().enumerate() {
+                let Ok(events) = engine.apply(command) else {
+                    continue;
+                };
+                for event in events {
+                    let (liquidator, before, after, full_close) = match event {
+                        ballast_engine::Event::PerpLiquidated {
+                            liquidator,
+                            health_before,
+                            health_after,
+                            full_close,
+                            ..
+                        } => {
+                            n_perp += 1;
+                            (liquidator, health_before, health_after, full_close)
+                        }
+                        ballast_engine::Event::SpotLiquidated {
+                            liquidator,
+                            health_before,
+                            health_after,
+                            full_close,
+                            ..
+                        } => {
+                            n_spot += 1;
+                            (liquidator, health_before, health_after, full_close)
+                        }
+                        _ => continue,
+                    };
                     n_full += full_close as usize;
                     assert!(
-                        health_after.liquidation_end > health_before.liquidation_end,
-                        "seed {s} command {i}: liquidation did not improve health: {health_before:?} -> {health_after:?}"
+                        after.liquidation_end > before.liquidation_end,
+                        "seed {s} command {i}: liquidation did not improve health: {before:?} -> {after:?}"
                     );
+                    // Streams stay far below the per-step notional limit, so a partial step always reaches
+                    // liquidation-end health (and the binary search makes it the least that does).
                     if !full_close {
-                        // Streams stay far below the per-step notional limit, so a partial step always reaches it.
                         assert!(
-                            !health_after.liquidation_end.is_negative(),
+                            !after.liquidation_end.is_negative(),
                             "seed {s} command {i}: partial step short of liquidation-end"
                         );
                     }
@@ -277,10 +292,14 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
             }
         }
     }
-    println!("{n_liquidations} liquidations ({n_full} full closes)");
+    println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes)");
     assert!(
-        n_liquidations >= 30,
-        "only {n_liquidations} liquidations: the streams do not exercise liquidation"
+        n_perp >= 30,
+        "only {n_perp} perp liquidations: the streams do not exercise liquidation"
+    );
+    assert!(
+        n_spot >= 3,
+        "only {n_spot} spot liquidations: the streams do not exercise spot liquidation"
     );
     assert!(n_full >= 3, "only {n_full} full closes");
 }

@@ -521,6 +521,32 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
         ));
     }
     out.push(cmd(t, CommandKind::RegisterLiquidator { sub_account: 0 }));
+    // A third of the traders also borrow USDC against ETH, up to their initial limit (halving attempts), so that
+    // price shocks make spot liquidations too.
+    for owner in (3..=n_traders).step_by(3) {
+        let eth = TokenQuantity::from_int(2 + rng.below(8) as i128).unwrap();
+        out.push(cmd(
+            t,
+            CommandKind::Deposit {
+                sub_account: owner,
+                asset: "ETH".into(),
+                amount: eth,
+            },
+        ));
+        let mut usd = 40_000i128;
+        while usd >= 100 {
+            out.push(cmd(
+                t,
+                CommandKind::Withdraw {
+                    sub_account: owner,
+                    asset: "USDC".into(),
+                    amount: TokenQuantity::from_int(usd).unwrap(),
+                    reduce_only: false,
+                },
+            ));
+            usd /= 2;
+        }
+    }
     for _ in 0..n_moves {
         for _ in 0..4 {
             let (market, i, step_decimals) =
