@@ -102,6 +102,25 @@ pub enum CommandKind {
         #[serde(default)]
         phase_s: u64,
     },
+    /// Moves part of a deposit into the asset's insurance fund for shares.
+    StakeInsurance {
+        sub_account: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+    },
+    /// Starts the cooldown for unstaking `shares` (share units carry the asset's decimals).
+    RequestUnstake {
+        sub_account: SubAccountId,
+        asset: String,
+        shares: TokenQuantity,
+    },
+    /// After the cooldown, turns the requested shares back into a deposit at the fund's current value.
+    Unstake {
+        sub_account: SubAccountId,
+        asset: String,
+    },
+    /// Runs the loss waterfall for a sub-account with debts and nothing left to seize.
+    ResolveBankruptcy { target: SubAccountId },
     /// Allows a sub-account to liquidate others (administrative; governance later).
     RegisterLiquidator { sub_account: SubAccountId },
     /// A registered liquidator takes over as much of a target's risk (below maintenance) as brings it back to
@@ -151,7 +170,7 @@ fn locate_field_error(fields: &serde_json::Value) -> Option<String> {
     let object = fields.as_object()?;
     for (name, value) in object {
         let error = match name.as_str() {
-            "amount" => serde_json::from_value::<TokenQuantity>(value.clone()).err(),
+            "amount" | "shares" => serde_json::from_value::<TokenQuantity>(value.clone()).err(),
             "size" => serde_json::from_value::<TokenQuantity>(value.clone()).err(),
             "price" | "confidence" | "mark_price" => {
                 serde_json::from_value::<Price>(value.clone()).err()
@@ -255,6 +274,35 @@ pub enum Event {
         rate: Ratio,
         elapsed_s: u64,
         funding_index: Price,
+    },
+    InsuranceStaked {
+        sub_account: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+        shares: TokenQuantity,
+    },
+    UnstakeRequested {
+        sub_account: SubAccountId,
+        asset: String,
+        shares: TokenQuantity,
+        available_at: u64,
+    },
+    InsuranceUnstaked {
+        sub_account: SubAccountId,
+        asset: String,
+        shares: TokenQuantity,
+        amount: TokenQuantity,
+    },
+    /// A bankrupt sub-account's debt in one asset: what the insurance fund paid and what was socialized (written
+    /// off against the pool's depositors by lowering the supply index).
+    BankruptcyResolved {
+        target: SubAccountId,
+        asset: String,
+        debt: TokenQuantity,
+        covered_by_insurance: TokenQuantity,
+        socialized: TokenQuantity,
+        supply_index_before: Ratio,
+        supply_index_after: Ratio,
     },
     LiquidatorRegistered {
         sub_account: SubAccountId,

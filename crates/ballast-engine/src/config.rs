@@ -50,6 +50,10 @@ pub struct ProtocolSection {
     pub liquidation_insurance_share: Ratio,
     /// Largest notional (USD at the oracle) one liquidation command may take over, per position.
     pub liquidation_max_step_notional: Quote,
+    /// Seconds between asking to unstake from an insurance fund and being able to.
+    pub insurance_unstake_cooldown_s: u64,
+    /// After a loss is socialized in a pool, its withdrawals and borrows pause for this many seconds.
+    pub socialized_loss_withdrawal_pause_s: u64,
 }
 
 /// `[[tier]]`: a collateral tier bounds the maintenance weights of the assets in it.
@@ -61,6 +65,9 @@ pub struct TierConfig {
     pub max_maintenance_asset_weight: Ratio,
     /// No asset of this tier may be borrowed at a maintenance liability weight below this.
     pub min_maintenance_liability_weight: Ratio,
+    /// The most (USD at the oracle) an asset's insurance fund pays toward one bankrupt sub-account's debt in an asset
+    /// of this tier; the rest is socialized.
+    pub insurance_cap_per_bankruptcy: Quote,
 }
 
 /// Where an asset may serve as collateral.
@@ -202,6 +209,16 @@ impl ProtocolConfig {
                 "protocol: liquidation_max_step_notional {step} must be positive"
             ));
         }
+        if file.protocol.insurance_unstake_cooldown_s > SECONDS_PER_YEAR {
+            errors.push(
+                "protocol: insurance_unstake_cooldown_s must be at most one year".to_string(),
+            );
+        }
+        if file.protocol.socialized_loss_withdrawal_pause_s > SECONDS_PER_YEAR {
+            errors.push(
+                "protocol: socialized_loss_withdrawal_pause_s must be at most one year".to_string(),
+            );
+        }
         let mut tier_names = BTreeSet::new();
         for tier in &file.tier {
             if !tier_names.insert(tier.name.clone()) {
@@ -213,6 +230,12 @@ impl ProtocolConfig {
                 errors.push(format!(
                     "tier {}: max_maintenance_asset_weight {} must be between 0 and 1",
                     tier.name, tier.max_maintenance_asset_weight
+                ));
+            }
+            if tier.insurance_cap_per_bankruptcy < Quote::ZERO {
+                errors.push(format!(
+                    "tier {}: insurance_cap_per_bankruptcy {} is negative",
+                    tier.name, tier.insurance_cap_per_bankruptcy
                 ));
             }
             if tier.min_maintenance_liability_weight < one {

@@ -105,6 +105,8 @@ pub struct Engine {
     pub(crate) market_holders: Vec<BTreeSet<SubAccountId>>,
     /// Sub-accounts allowed to liquidate.
     pub(crate) liquidators: BTreeSet<SubAccountId>,
+    /// Insurance fund stakes by (sub-account, asset).
+    pub(crate) stakes: BTreeMap<(SubAccountId, AssetIdx), Stake>,
     /// Sequencer time of the last applied command, seconds.
     pub(crate) now_s: u64,
     /// Commands applied so far.
@@ -126,6 +128,16 @@ struct Journal {
     flags: Vec<(SubAccountId, bool)>,
     perps: Vec<(SubAccountId, MarketIdx, Option<PerpPosition>)>,
     markets: Vec<(MarketIdx, Market)>,
+    stakes: Vec<(SubAccountId, AssetIdx, Option<Stake>)>,
+}
+
+/// One sub-account's stake in one asset's insurance fund.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stake {
+    pub shares: i128,
+    /// Shares asked to be unstaked, and when (0: no request).
+    pub unstake_shares: i128,
+    pub unstake_requested_s: u64,
 }
 
 type Applied = Result<Vec<Event>, Rejection>;
@@ -184,6 +196,7 @@ impl Engine {
             market_underlying: Vec::new(),
             market_holders: Vec::new(),
             liquidators: BTreeSet::new(),
+            stakes: BTreeMap::new(),
         };
         for asset in config.assets {
             engine.push_asset(asset);
@@ -287,6 +300,12 @@ impl Engine {
         for (market, state) in journal.markets.into_iter().rev() {
             self.markets[market as usize] = state;
         }
+        for (id, asset, stake) in journal.stakes.into_iter().rev() {
+            match stake {
+                Some(s) => self.stakes.insert((id, asset), s),
+                None => self.stakes.remove(&(id, asset)),
+            };
+        }
         #[cfg(debug_assertions)]
         self.check_invariants()
             .expect("invariant broken by a roll-back");
@@ -350,6 +369,18 @@ impl Engine {
                 size,
                 price,
             } => self.perp_fill(now, market, *taker, *maker, *side, *size, *price),
+            CommandKind::StakeInsurance {
+                sub_account,
+                asset,
+                amount,
+            } => self.stake_insurance(now, *sub_account, asset, *amount),
+            CommandKind::RequestUnstake {
+                sub_account,
+                asset,
+                shares,
+            } => self.request_unstake(now, *sub_account, asset, *shares),
+            CommandKind::Unstake { sub_account, asset } => self.unstake(now, *sub_account, asset),
+            CommandKind::ResolveBankruptcy { target } => self.resolve_bankruptcy(now, *target),
             CommandKind::RegisterLiquidator { sub_account } => {
                 self.register_liquidator(*sub_account)
             }
@@ -925,6 +956,7 @@ impl Engine {
         let native = self.native(asset, amount)?;
         let sub = self.sub_account(id)?;
         self.check_may_hold(sub, id, asset)?;
+        self.refuse_if_paused(asset, now_s, &format!("withdraw of {amount} {symbol}"))?;
         let config = &self.assets[asset as usize];
         let mut pool = self.pools[asset as usize].clone();
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;
@@ -1692,6 +1724,8 @@ impl Engine {
             .liquidation_max_step_notional
             .min(covered_value);
         let max_repay = owed.min(p_debt.amount_for_value(limit_value, d_dec, Rounding::Floor)?);
+        // Repaying this much exhausts the collateral: the swap then takes all of it (no dust left behind).
+        let exhausts_collateral = p_debt.amount_for_value(covered_value, d_dec, Rounding::Floor)?;
         if !max_repay.is_positive() {
             return Ok(());
         }
@@ -1720,9 +1754,13 @@ impl Engine {
             // Collateral side: (1 + fee) times the repaid value, the insurance share of the bonus set apart.
             let repaid_value = p_debt.value_floor(r, d_dec)?;
             let with_bonus = repaid_value.mul_ratio_floor(Ratio::ONE.checked_add(fee)?)?;
-            let seized = p_coll
-                .amount_for_value(with_bonus, c_dec, Rounding::Floor)?
-                .min(held);
+            let seized = if r >= exhausts_collateral {
+                held
+            } else {
+                p_coll
+                    .amount_for_value(with_bonus, c_dec, Rounding::Floor)?
+                    .min(held)
+            };
             let bonus_share = repaid_value.mul_ratio_floor(fee)?.mul_ratio_floor(share)?;
             let insurance = p_coll
                 .amount_for_value(bonus_share, c_dec, Rounding::Floor)?
@@ -1949,6 +1987,309 @@ impl Engine {
         Ok(())
     }
 
+    // ----- insurance fund and bankruptcy ---------------------------------------------------------------------
+
+    /// Native tokens an asset's insurance fund holds (its deposit in the pool), rounded down.
+    fn insurance_value(pool: &Pool) -> NumResult<TokenAmount> {
+        pool.deposit_native(pool.insurance_scaled)
+    }
+
+    fn refuse_if_paused(&self, asset: AssetIdx, now_s: u64, action: &str) -> Result<(), Rejection> {
+        let until = self.pools[asset as usize].withdrawals_paused_until_s;
+        if now_s < until {
+            let symbol = &self.assets[asset as usize].symbol;
+            return Err(reject(
+                "withdrawals_paused",
+                format!("{action}: {symbol} withdrawals are paused until {until} after a socialized loss"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves part of a sub-account's deposit into the asset's insurance fund for shares: the first stake gets one
+    /// share per native unit, later ones `amount * shares / fund` (rounded down).
+    fn stake_insurance(
+        &mut self,
+        now_s: u64,
+        id: SubAccountId,
+        symbol: &str,
+        amount: TokenQuantity,
+    ) -> Applied {
+        let asset = self.asset_idx(symbol)?;
+        let native = self.native(asset, amount)?;
+        let sub = self.sub_account(id)?;
+        let config = &self.assets[asset as usize];
+        let mut pool = self.pools[asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let held_scaled = sub.scaled(asset).max(0);
+        let held = pool.deposit_native(held_scaled)?;
+        if native > held {
+            return Err(reject(
+                "insufficient_balance",
+                format!(
+                    "stake of {amount} {symbol} exceeds sub-account {id}'s deposit of {}",
+                    self.quantity(asset, held)?
+                ),
+            ));
+        }
+        let fund = Self::insurance_value(&pool)?;
+        let shares = if pool.insurance_shares == 0 {
+            native.raw()
+        } else if fund.is_positive() {
+            ballast_num::mul_div(
+                native.raw(),
+                pool.insurance_shares,
+                fund.raw(),
+                Rounding::Floor,
+            )?
+        } else {
+            return Err(reject(
+                "insurance_insolvent",
+                format!("the {symbol} insurance fund is empty with shares outstanding; new stakes would be diluted away"),
+            ));
+        };
+        if shares <= 0 {
+            return Err(reject(
+                "bad_amount",
+                format!("stake of {amount} {symbol} buys no share"),
+            ));
+        }
+        let debit = pool.withdraw(native, held_scaled)?;
+        let credit = pool.deposit(native)?;
+        pool.internal_move(native)?;
+        pool.insurance_scaled += credit;
+        pool.insurance_shares += shares;
+        let source_scaled = held_scaled - debit;
+        self.check_new_risk(
+            id,
+            &format!("stake of {amount} {symbol}"),
+            now_s,
+            &[(asset, source_scaled)],
+        )?;
+        self.commit_pool(asset, pool);
+        self.commit_balance(id, asset, source_scaled);
+        self.commit_stake(id, asset, |stake| stake.shares += shares);
+        let mut events = vec![Event::InsuranceStaked {
+            sub_account: id,
+            asset: symbol.to_string(),
+            amount,
+            shares: TokenQuantity::from_native(
+                TokenAmount::from_raw(shares),
+                self.assets[asset as usize].decimals,
+            )?,
+        }];
+        self.refresh_touched(now_s, &[id], &mut events)?;
+        Ok(events)
+    }
+
+    fn request_unstake(
+        &mut self,
+        now_s: u64,
+        id: SubAccountId,
+        symbol: &str,
+        shares: TokenQuantity,
+    ) -> Applied {
+        let asset = self.asset_idx(symbol)?;
+        self.sub_account(id)?;
+        let decimals = self.assets[asset as usize].decimals;
+        let requested = shares
+            .to_native_exact(decimals)
+            .filter(|s| s.is_positive())
+            .ok_or_else(|| {
+                reject(
+                    "bad_amount",
+                    format!("shares {shares} must be positive with at most {decimals} decimals"),
+                )
+            })?;
+        let held = self.stakes.get(&(id, asset)).map_or(0, |s| s.shares);
+        if requested.raw() > held {
+            return Err(reject(
+                "insufficient_shares",
+                format!(
+                    "sub-account {id} holds {} {symbol} insurance shares, not {shares}",
+                    self.quantity(asset, TokenAmount::from_raw(held))?
+                ),
+            ));
+        }
+        self.commit_stake(id, asset, |stake| {
+            stake.unstake_shares = requested.raw();
+            stake.unstake_requested_s = now_s;
+        });
+        let available_at = now_s + self.protocol.insurance_unstake_cooldown_s;
+        Ok(vec![Event::UnstakeRequested {
+            sub_account: id,
+            asset: symbol.to_string(),
+            shares,
+            available_at,
+        }])
+    }
+
+    fn unstake(&mut self, now_s: u64, id: SubAccountId, symbol: &str) -> Applied {
+        let asset = self.asset_idx(symbol)?;
+        let sub = self.sub_account(id)?;
+        self.refuse_if_paused(asset, now_s, "unstake")?;
+        let stake = self.stakes.get(&(id, asset)).copied().unwrap_or_default();
+        if stake.unstake_shares == 0 {
+            return Err(reject(
+                "no_unstake_request",
+                format!("sub-account {id} has not asked to unstake from the {symbol} fund"),
+            ));
+        }
+        let ready = stake.unstake_requested_s + self.protocol.insurance_unstake_cooldown_s;
+        if now_s < ready {
+            return Err(reject(
+                "cooldown",
+                format!("{symbol} insurance shares of sub-account {id} unlock at {ready}"),
+            ));
+        }
+        self.check_may_hold(sub, id, asset)?;
+        let config = &self.assets[asset as usize];
+        let mut pool = self.pools[asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let fund = Self::insurance_value(&pool)?;
+        let amount = TokenAmount::from_raw(ballast_num::mul_div(
+            stake.unstake_shares,
+            fund.raw(),
+            pool.insurance_shares,
+            Rounding::Floor,
+        )?);
+        if amount > pool.vault {
+            return Err(reject(
+                "insufficient_liquidity",
+                format!(
+                    "unstake of {symbol}: only {} is available in the pool",
+                    self.quantity(asset, pool.vault)?
+                ),
+            ));
+        }
+        let mut scaled = sub.scaled(asset);
+        if amount.is_positive() {
+            pool.insurance_scaled -= pool.withdraw(amount, pool.insurance_scaled)?;
+            scaled = pool.credit(scaled, amount)?.0;
+            pool.internal_move(amount)?;
+        }
+        pool.insurance_shares -= stake.unstake_shares;
+        let shares = stake.unstake_shares;
+        self.commit_pool(asset, pool);
+        self.commit_balance(id, asset, scaled);
+        self.commit_stake(id, asset, |s| {
+            s.shares -= shares;
+            s.unstake_shares = 0;
+        });
+        let decimals = self.assets[asset as usize].decimals;
+        let mut events = vec![Event::InsuranceUnstaked {
+            sub_account: id,
+            asset: symbol.to_string(),
+            shares: TokenQuantity::from_native(TokenAmount::from_raw(shares), decimals)?,
+            amount: TokenQuantity::from_native(amount, decimals)?,
+        }];
+        self.refresh_touched(now_s, &[id], &mut events)?;
+        Ok(events)
+    }
+
+    /// Writes a stake (removed when empty), keeping its pre-image in the journal.
+    fn commit_stake(&mut self, id: SubAccountId, asset: AssetIdx, change: impl FnOnce(&mut Stake)) {
+        let old = self.stakes.get(&(id, asset)).copied();
+        self.journal.stakes.push((id, asset, old));
+        let mut stake = old.unwrap_or_default();
+        change(&mut stake);
+        if stake == Stake::default() {
+            self.stakes.remove(&(id, asset));
+        } else {
+            self.stakes.insert((id, asset), stake);
+        }
+    }
+
+    /// The loss waterfall for a sub-account with debts and nothing left to seize (no deposit, no open perp
+    /// position, no perp quote balance): for each debt, in asset order, that asset's insurance fund pays up to its
+    /// tier's cap, and the rest is written off against the pool's depositors by a supply-index haircut, after which
+    /// the pool's withdrawals pause. Every unit is in the event and in the pool's ledger totals.
+    fn resolve_bankruptcy(&mut self, now_s: u64, target: SubAccountId) -> Applied {
+        let sub = self.sub_account(target)?;
+        if sub.balances.iter().any(|b| b.scaled > 0) || !sub.perps.is_empty() {
+            return Err(reject(
+                "not_bankrupt",
+                format!("sub-account {target} still holds collateral or perp positions: liquidate it first"),
+            ));
+        }
+        let debts: Vec<(AssetIdx, i128)> =
+            sub.balances.iter().map(|b| (b.asset, b.scaled)).collect();
+        if debts.is_empty() {
+            return Err(reject(
+                "not_bankrupt",
+                format!("sub-account {target} owes nothing"),
+            ));
+        }
+        let mut events = Vec::new();
+        let mut touched_assets = Vec::new();
+        for (asset, scaled) in debts {
+            let config = &self.assets[asset as usize];
+            let symbol = config.symbol.clone();
+            let decimals = config.decimals;
+            let tier = self
+                .tiers
+                .iter()
+                .find(|t| t.name == config.tier)
+                .expect("validated tier");
+            let mut pool = self.pools[asset as usize].clone();
+            pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+            let owed = pool.borrow_native(-scaled)?;
+            let cap = match self.oracles[asset as usize] {
+                Some(o) => o.price.amount_for_value(
+                    tier.insurance_cap_per_bankruptcy,
+                    decimals,
+                    Rounding::Floor,
+                )?,
+                None => TokenAmount::ZERO,
+            };
+            let covered = owed.min(Self::insurance_value(&pool)?).min(cap);
+            let mut remaining = scaled;
+            if covered.is_positive() {
+                pool.insurance_scaled -= pool.withdraw(covered, pool.insurance_scaled)?;
+                remaining += pool.repay(covered, -scaled)?;
+                pool.internal_move(covered)?;
+                pool.bad_debt_covered = pool.bad_debt_covered.checked_add(covered)?;
+            }
+            let supply_index_before = pool.supply_index;
+            let socialized = if remaining < 0 {
+                match pool.socialize(-remaining)? {
+                    Some(amount) => {
+                        pool.withdrawals_paused_until_s = now_s + self.protocol.socialized_loss_withdrawal_pause_s;
+                        amount
+                    }
+                    None => {
+                        return Err(reject(
+                            "pool_insolvent",
+                            format!("the {symbol} pool's depositors cannot absorb sub-account {target}'s debt"),
+                        ))
+                    }
+                }
+            } else {
+                TokenAmount::ZERO
+            };
+            events.push(Event::BankruptcyResolved {
+                target,
+                asset: symbol,
+                debt: TokenQuantity::from_native(owed, decimals)?,
+                covered_by_insurance: TokenQuantity::from_native(covered, decimals)?,
+                socialized: TokenQuantity::from_native(socialized, decimals)?,
+                supply_index_before,
+                supply_index_after: pool.supply_index,
+            });
+            self.commit_pool(asset, pool);
+            self.commit_balance(target, asset, 0);
+            if socialized.is_positive() {
+                touched_assets.push(asset);
+            }
+        }
+        // Depositors of a haircut pool lost collateral value: re-check them.
+        for asset in touched_assets {
+            self.reevaluate_holders(now_s, asset, &mut events)?;
+        }
+        self.refresh_touched(now_s, &[target], &mut events)?;
+        Ok(events)
+    }
+
     // ----- views ---------------------------------------------------------------------------------------------
 
     /// Sequencer time of the last applied command.
@@ -2095,6 +2436,20 @@ impl Engine {
                 } else {
                     borrows[b.asset as usize] -= b.scaled;
                 }
+            }
+        }
+        for (a, pool) in self.pools.iter().enumerate() {
+            let staked: i128 = self
+                .stakes
+                .iter()
+                .filter(|((_, asset), _)| *asset as usize == a)
+                .map(|(_, s)| s.shares)
+                .sum();
+            if staked != pool.insurance_shares {
+                return Err(format!(
+                    "pool {}: insurance shares {} != stakes {staked}",
+                    self.assets[a].symbol, pool.insurance_shares
+                ));
             }
         }
         for (m, market) in self.markets.iter().enumerate() {

@@ -57,6 +57,10 @@ impl Engine {
                 p.vault.raw(),
                 p.treasury_scaled,
                 p.insurance_scaled,
+                p.insurance_shares,
+                p.bad_debt_covered.raw(),
+                p.socialized_loss.raw(),
+                p.withdrawals_paused_until_s as i128,
                 p.rounding_surplus,
                 p.total_in.raw(),
                 p.total_out.raw(),
@@ -90,6 +94,14 @@ impl Engine {
             e.i128(market.multiplier_to.raw());
             e.u64(market.phase_start_s);
             e.u64(market.phase_s);
+        }
+        e.u64(self.stakes.len() as u64);
+        for ((id, asset), stake) in &self.stakes {
+            e.u64(*id as u64);
+            e.u64(*asset as u64);
+            e.i128(stake.shares);
+            e.i128(stake.unstake_shares);
+            e.u64(stake.unstake_requested_s);
         }
         e.u64(self.liquidators.len() as u64);
         for id in &self.liquidators {

@@ -44,8 +44,17 @@ pub struct Pool {
     pub vault: TokenAmount,
     /// The treasury's scaled deposit (part of `deposits_scaled`).
     pub treasury_scaled: i128,
-    /// The insurance fund's scaled deposit of this asset (part of `deposits_scaled`): its share of liquidation fees.
+    /// The insurance fund's scaled deposit of this asset (part of `deposits_scaled`): stakes and its share of
+    /// liquidation fees.
     pub insurance_scaled: i128,
+    /// Shares of this asset's insurance fund outstanding.
+    pub insurance_shares: i128,
+    /// Ledger: native tokens of bad debt the insurance fund has paid, ever.
+    pub bad_debt_covered: TokenAmount,
+    /// Ledger: native tokens of bad debt written off against depositors (supply-index haircuts), ever.
+    pub socialized_loss: TokenAmount,
+    /// Withdrawals and borrows are refused before this time (after a socialized loss).
+    pub withdrawals_paused_until_s: u64,
     /// Rounding remainders kept by the venue, in index units (native * 10^18).
     pub rounding_surplus: i128,
     /// Native tokens that ever entered the pool from outside (deposits and repayments).
@@ -74,6 +83,10 @@ impl Pool {
             vault: TokenAmount::ZERO,
             treasury_scaled: 0,
             insurance_scaled: 0,
+            insurance_shares: 0,
+            bad_debt_covered: TokenAmount::ZERO,
+            socialized_loss: TokenAmount::ZERO,
+            withdrawals_paused_until_s: 0,
             rounding_surplus: 0,
             total_in: TokenAmount::ZERO,
             total_out: TokenAmount::ZERO,
@@ -314,6 +327,35 @@ impl Pool {
         self.rounding_surplus =
             checked(self.rounding_surplus.checked_add(residual), "Pool::surplus")?;
         Ok(())
+    }
+
+    /// Writes off a scaled debt of `scaled` units against the depositors: the supply index falls by
+    /// `ceil(scaled * borrow_index / deposits_scaled)`, the excess of that rounding joins the venue's surplus, and the
+    /// exact identity still holds. Returns the native amount written off (rounded up), or `None` if the loss would
+    /// take the supply index to zero (the pool is insolvent beyond its depositors).
+    pub fn socialize(&mut self, scaled: i128) -> NumResult<Option<TokenAmount>> {
+        let overflow = NumError::Overflow {
+            op: "Pool::socialize",
+        };
+        let written_off = self.borrow_native(scaled)?;
+        let loss = U256::from(scaled as u128) * U256::from(self.borrow_index.raw() as u128);
+        let depositors = U256::from(self.deposits_scaled as u128);
+        if depositors.is_zero() {
+            return Ok(None);
+        }
+        let drop = loss.div_ceil(depositors);
+        let drop: i128 = i128::try_from(drop).map_err(|_| overflow)?;
+        if drop >= self.supply_index.raw() {
+            return Ok(None);
+        }
+        let excess = depositors * U256::from(drop as u128) - loss;
+        let excess: i128 = i128::try_from(excess).map_err(|_| overflow)?;
+        self.borrows_scaled = checked(self.borrows_scaled.checked_sub(scaled), "Pool::socialize")?;
+        self.supply_index = Ratio::from_raw(self.supply_index.raw() - drop);
+        self.rounding_surplus =
+            checked(self.rounding_surplus.checked_add(excess), "Pool::socialize")?;
+        self.socialized_loss = self.socialized_loss.checked_add(written_off)?;
+        Ok(Some(written_off))
     }
 
     /// Undoes the external-flow counters of an internal move of `amount` (a withdrawal from one holder booked

@@ -237,7 +237,7 @@ fn streams_exercise_the_interesting_paths() {
 #[test]
 fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_healthy() {
     let base = seed("liquidation_properties", 0x11C0);
-    let (mut n_perp, mut n_spot, mut n_full) = (0, 0, 0);
+    let (mut n_perp, mut n_spot, mut n_full, mut n_bankrupt) = (0, 0, 0, 0);
     for s in base..base + N_STREAMS / 2 {
         // Perp-heavy streams, and the general streams (whose borrowers are liquidated by spot swaps).
         for stream in [perp_stream(s, 12, 40), random_stream(s, N_COMMANDS)] {
@@ -247,6 +247,20 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                     continue;
                 };
                 for event in events {
+                    if let ballast_engine::Event::BankruptcyResolved {
+                        debt,
+                        covered_by_insurance,
+                        socialized,
+                        ..
+                    } = &event
+                    {
+                        n_bankrupt += 1;
+                        // Every unit of the debt is either paid by the fund or written off (up to rounding up).
+                        assert!(
+                            covered_by_insurance.raw() + socialized.raw() >= debt.raw(),
+                            "seed {s} command {i}: {event:?}"
+                        );
+                    }
                     let (liquidator, before, after, full_close) = match event {
                         ballast_engine::Event::PerpLiquidated {
                             liquidator,
@@ -292,7 +306,7 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
             }
         }
     }
-    println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes)");
+    println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes), {n_bankrupt} bankruptcies");
     assert!(
         n_perp >= 30,
         "only {n_perp} perp liquidations: the streams do not exercise liquidation"
@@ -302,4 +316,8 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
         "only {n_spot} spot liquidations: the streams do not exercise spot liquidation"
     );
     assert!(n_full >= 3, "only {n_full} full closes");
+    assert!(
+        n_bankrupt >= 3,
+        "only {n_bankrupt} bankruptcies: the streams do not exercise the waterfall"
+    );
 }

@@ -233,11 +233,14 @@ quote_asset = "USDT"
 liquidation_end_fraction = "0.5"
 liquidation_insurance_share = "0.25"
 liquidation_max_step_notional = "5000000"
+insurance_unstake_cooldown_s = 604800
+socialized_loss_withdrawal_pause_s = 86400
 
 [[tier]]
 name = "major"
 max_maintenance_asset_weight = "0.95"
 min_maintenance_liability_weight = "1.05"
+insurance_cap_per_bankruptcy = "1000000"
 
 [[asset]]
 symbol = "BTC"

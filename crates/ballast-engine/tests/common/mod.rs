@@ -521,6 +521,14 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
         ));
     }
     out.push(cmd(t, CommandKind::RegisterLiquidator { sub_account: 0 }));
+    out.push(cmd(
+        t,
+        CommandKind::StakeInsurance {
+            sub_account: 0,
+            asset: "USDC".into(),
+            amount: TokenQuantity::from_int(20_000).unwrap(),
+        },
+    ));
     // A third of the traders also borrow USDC against ETH, up to their initial limit (halving attempts), so that
     // price shocks make spot liquidations too.
     for owner in (3..=n_traders).step_by(3) {
@@ -597,6 +605,7 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
                     target,
                 },
             ));
+            out.push(cmd(t, CommandKind::ResolveBankruptcy { target }));
         }
     }
     out
