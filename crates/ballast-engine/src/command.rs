@@ -320,7 +320,8 @@ pub enum Event {
         /// The liquidation fee (the discount) in USD, and the part of it the liquidator paid to the insurance fund.
         fee: Quote,
         insurance_fee: Quote,
-        /// The whole position was closed because a partial step could not restore liquidation-end health.
+        /// The step took the whole position (because that was the least that restores liquidation-end health, or
+        /// because a partial step could not improve it).
         full_close: bool,
         health_before: Health,
         health_after: Health,
@@ -336,6 +337,7 @@ pub enum Event {
         /// Collateral taken from the target, whole tokens; `to_insurance` of it went to the insurance fund.
         seized: TokenQuantity,
         to_insurance: TokenQuantity,
+        /// The repayment took its maximum: all the debt, all the collateral covers, or the step limit.
         full_close: bool,
         health_before: Health,
         health_after: Health,

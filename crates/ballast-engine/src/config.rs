@@ -48,7 +48,8 @@ pub struct ProtocolSection {
     pub liquidation_end_fraction: Ratio,
     /// Share of every liquidation fee that goes to the insurance fund (the rest is the liquidator's reward).
     pub liquidation_insurance_share: Ratio,
-    /// Largest notional (USD at the oracle) one liquidation command may take over, per position.
+    /// Largest notional (USD at the oracle) one liquidation step takes over, per position or debt; a perp position
+    /// whose partial close cannot improve health is closed whole, even beyond it.
     pub liquidation_max_step_notional: Quote,
     /// Seconds between asking to unstake from an insurance fund and being able to.
     pub insurance_unstake_cooldown_s: u64,

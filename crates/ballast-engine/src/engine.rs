@@ -1573,10 +1573,12 @@ impl Engine {
         Ok(vec![Event::LiquidatorRegistered { sub_account: id }])
     }
 
-    /// Takes over a target's perp positions, in market order, until its liquidation-end health is back at zero or
-    /// above. Each position gives up the least whole number of step sizes that does it (or all of it, or the
-    /// per-step notional limit); a position whose partial close cannot improve health is closed fully; if even that
-    /// does not improve health the liquidation is refused (bankruptcy handling comes with the loss waterfall).
+    /// Liquidates a target below maintenance: first its perp positions, in market order, then its debts against
+    /// its collateral, both in asset order, until its liquidation-end health is back at zero or above. Each step
+    /// takes the least amount that does it (whole step sizes for perps), within `liquidation_max_step_notional`;
+    /// when a partial step cannot improve health it takes its maximum instead (for perps the whole position, even
+    /// beyond the step limit); a step that cannot improve health at all is skipped. The liquidator's initial health
+    /// must stay non-negative.
     fn liquidate(&mut self, now_s: u64, liquidator: SubAccountId, target: SubAccountId) -> Applied {
         if !self.liquidators.contains(&liquidator) {
             return Err(reject(
@@ -1609,12 +1611,16 @@ impl Engine {
             .map(|p| p.market)
             .collect();
         let mut events = Vec::new();
+        // A step that cannot improve health is skipped (the next position or pair may); only if none could does the
+        // liquidation fail, with that step's reason.
+        let mut skipped = None;
         // Perp positions first, in market order; then debts against collateral, both in asset order.
         for m in markets {
             if !self.health_at(target, now_s)?.liquidation_end.is_negative() {
                 break;
             }
-            self.liquidate_perp(now_s, liquidator, target, m, &mut events)?;
+            let step = self.liquidate_perp(now_s, liquidator, target, m, &mut events);
+            skip_if_no_improvement(step, &mut skipped)?;
         }
         let debts: Vec<AssetIdx> = self.sub_accounts[target as usize]
             .balances
@@ -1636,10 +1642,15 @@ impl Engine {
                 {
                     break;
                 }
-                self.liquidate_spot(now_s, liquidator, target, debt, collateral, &mut events)?;
+                let step =
+                    self.liquidate_spot(now_s, liquidator, target, debt, collateral, &mut events);
+                skip_if_no_improvement(step, &mut skipped)?;
             }
         }
         if events.is_empty() {
+            if let Some(rejection) = skipped {
+                return Err(rejection);
+            }
             return Err(reject(
                 "nothing_to_liquidate",
                 format!(
@@ -2538,6 +2549,20 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// Passes a liquidation step's result on, except `cannot_improve`, which is remembered and skipped.
+fn skip_if_no_improvement(
+    step: Result<(), Rejection>,
+    skipped: &mut Option<Rejection>,
+) -> Result<(), Rejection> {
+    match step {
+        Err(rejection) if rejection.code == "cannot_improve" => {
+            skipped.get_or_insert(rejection);
+            Ok(())
+        }
+        other => other,
     }
 }
 
