@@ -102,6 +102,14 @@ pub enum CommandKind {
         #[serde(default)]
         phase_s: u64,
     },
+    /// Settles unsettled PnL between a winning and a losing position in a market, in quote-asset tokens.
+    SettlePnl {
+        market: String,
+        winner: SubAccountId,
+        loser: SubAccountId,
+    },
+    /// Settles a losing position against the venue's fee and insurance claims in the market.
+    SettleVenueClaims { market: String, loser: SubAccountId },
     /// Moves part of a deposit into the asset's insurance fund for shares.
     StakeInsurance {
         sub_account: SubAccountId,
@@ -274,6 +282,20 @@ pub enum Event {
         rate: Ratio,
         elapsed_s: u64,
         funding_index: Price,
+    },
+    /// Unsettled perp PnL became quote-asset tokens: `amount` moved from the loser's balance to the winner's.
+    PnlSettled {
+        market: String,
+        winner: SubAccountId,
+        loser: SubAccountId,
+        amount: TokenQuantity,
+    },
+    /// The venue's claims in a market became quote-asset deposits of the treasury and the insurance fund.
+    VenueClaimsSettled {
+        market: String,
+        loser: SubAccountId,
+        to_treasury: TokenQuantity,
+        to_insurance: TokenQuantity,
     },
     InsuranceStaked {
         sub_account: SubAccountId,

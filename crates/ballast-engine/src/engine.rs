@@ -369,6 +369,14 @@ impl Engine {
                 size,
                 price,
             } => self.perp_fill(now, market, *taker, *maker, *side, *size, *price),
+            CommandKind::SettlePnl {
+                market,
+                winner,
+                loser,
+            } => self.settle_pnl(now, market, *winner, *loser),
+            CommandKind::SettleVenueClaims { market, loser } => {
+                self.settle_venue_claims(now, market, *loser)
+            }
             CommandKind::StakeInsurance {
                 sub_account,
                 asset,
@@ -1996,6 +2004,278 @@ impl Engine {
             health_after: self.health_at(target, now_s)?,
         });
         Ok(())
+    }
+
+    /// Settles unsettled perp PnL between two positions in one market (permissionless): the smaller of the
+    /// winner's positive and the loser's negative PnL (oracle value plus quote balance, funding included) moves out
+    /// of both positions' quote balances and, as quote-asset tokens, from the loser's balance (borrowing if it has to)
+    /// into the winner's. Health is unchanged but for weights: unsettled profit becomes collateral.
+    fn settle_pnl(
+        &mut self,
+        now_s: u64,
+        symbol: &str,
+        winner: SubAccountId,
+        loser: SubAccountId,
+    ) -> Applied {
+        let m = self.market_idx(symbol)?;
+        if winner == loser {
+            return Err(reject(
+                "bad_settlement",
+                format!("sub-account {winner} cannot settle with itself"),
+            ));
+        }
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let quote_asset = self.quote_asset;
+        let quote_decimals = self.assets[quote_asset as usize].decimals;
+        let Some(oracle) = self.oracles[underlying as usize] else {
+            return Err(reject(
+                "no_price",
+                format!("market {symbol} has no oracle price yet"),
+            ));
+        };
+        if let Some(problem) = self
+            .asset_risk(underlying, now_s)?
+            .problem
+            .filter(|p| !matches!(p, PriceProblem::Divergent { .. }))
+        {
+            return Err(reject(
+                problem.code(),
+                format!("settling {symbol} needs a usable price: {problem}"),
+            ));
+        }
+        let mut market = self.markets[m as usize].clone();
+        let mut positions = [PerpPosition {
+            market: m,
+            base: TokenAmount::ZERO,
+            quote: Quote::ZERO,
+            funding_snapshot: market.funding_index,
+        }; 2];
+        for (slot, id) in [winner, loser].into_iter().enumerate() {
+            let sub = self.sub_account(id)?;
+            let position = sub.perp(m).copied().ok_or_else(|| {
+                reject(
+                    "no_position",
+                    format!("sub-account {id} has no {symbol} position"),
+                )
+            })?;
+            positions[slot] = position;
+            let dust =
+                crate::perp::settle_funding(&mut positions[slot], market.funding_index, decimals)?;
+            market.funding_dust = market
+                .funding_dust
+                .checked_add(dust)
+                .ok_or(NumError::Overflow { op: "funding dust" })?;
+        }
+        let pnl = |p: &PerpPosition| -> NumResult<Quote> {
+            oracle
+                .price
+                .value_floor(p.base, decimals)?
+                .checked_add(p.quote)
+        };
+        let (winner_pnl, loser_pnl) = (pnl(&positions[0])?, pnl(&positions[1])?);
+        if !winner_pnl.is_positive() || !loser_pnl.is_negative() {
+            return Err(reject(
+                "nothing_to_settle",
+                format!("{symbol}: sub-account {winner} has PnL {winner_pnl} and sub-account {loser} has {loser_pnl}; settling needs a winner and a loser"),
+            ));
+        }
+        let amount = winner_pnl.min(loser_pnl.checked_neg()?);
+        // Micro-USD to quote-asset native units, rounded down; the positions move by exactly what those tokens are
+        // worth, so the perp zero-sum identity and the token ledger both stay exact (USD = quote asset at face).
+        let unit = ballast_num::pow10(quote_decimals as u32)?;
+        let tokens = TokenAmount::from_raw(ballast_num::mul_div(
+            amount.raw(),
+            unit,
+            Quote::SCALE,
+            Rounding::Floor,
+        )?);
+        let paid = Quote::from_raw(ballast_num::mul_div(
+            tokens.raw(),
+            Quote::SCALE,
+            unit,
+            Rounding::Floor,
+        )?);
+        positions[0].quote = positions[0].quote.checked_sub(paid)?;
+        positions[1].quote = positions[1].quote.checked_add(paid)?;
+        // Tokens: out of the loser's deposit, then borrowed; into the winner's balance.
+        let config = &self.assets[quote_asset as usize];
+        let mut pool = self.pools[quote_asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let loser_scaled = self.sub_accounts[loser as usize].scaled(quote_asset);
+        let winner_scaled = self.sub_accounts[winner as usize].scaled(quote_asset);
+        self.check_may_hold(&self.sub_accounts[winner as usize], winner, quote_asset)?;
+        self.check_may_hold(&self.sub_accounts[loser as usize], loser, quote_asset)?;
+        let held = if loser_scaled > 0 {
+            pool.deposit_native(loser_scaled)?
+        } else {
+            TokenAmount::ZERO
+        };
+        let from_deposit = tokens.min(held);
+        let borrowed = tokens.checked_sub(from_deposit)?;
+        if borrowed > pool.vault {
+            return Err(reject(
+                "insufficient_liquidity",
+                format!(
+                    "settling {symbol}: sub-account {loser} must borrow {} {}, the pool has {}",
+                    self.quantity(quote_asset, borrowed)?,
+                    config.symbol,
+                    self.quantity(quote_asset, pool.vault)?
+                ),
+            ));
+        }
+        let mut new_loser = loser_scaled;
+        if from_deposit.is_positive() {
+            new_loser -= pool.withdraw(from_deposit, loser_scaled)?;
+        }
+        if borrowed.is_positive() {
+            new_loser -= pool.borrow(borrowed)?;
+        }
+        let (new_winner, _) = pool.credit(winner_scaled, tokens)?;
+        pool.internal_move(tokens)?;
+        self.commit_market(m, market);
+        self.commit_pool(quote_asset, pool);
+        self.commit_balance(loser, quote_asset, new_loser);
+        self.commit_balance(winner, quote_asset, new_winner);
+        for (id, p) in [winner, loser].into_iter().zip(positions) {
+            let keep = !p.base.is_zero() || !p.quote.is_zero();
+            self.commit_perp(id, m, keep.then_some(p));
+        }
+        let mut events = vec![Event::PnlSettled {
+            market: symbol.to_string(),
+            winner,
+            loser,
+            amount: TokenQuantity::from_native(tokens, quote_decimals)?,
+        }];
+        self.refresh_touched(now_s, &[winner, loser], &mut events)?;
+        Ok(events)
+    }
+
+    /// Settles a losing position against the venue's own claims in its market (trading fees, then the insurance
+    /// share of liquidation fees): they move out of the market into the treasury's and the insurance fund's
+    /// quote-asset deposits, paid from the loser's balance (borrowing if it has to). Permissionless.
+    fn settle_venue_claims(&mut self, now_s: u64, symbol: &str, loser: SubAccountId) -> Applied {
+        let m = self.market_idx(symbol)?;
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let quote_asset = self.quote_asset;
+        let quote_decimals = self.assets[quote_asset as usize].decimals;
+        let Some(oracle) = self.oracles[underlying as usize] else {
+            return Err(reject(
+                "no_price",
+                format!("market {symbol} has no oracle price yet"),
+            ));
+        };
+        let sub = self.sub_account(loser)?;
+        self.check_may_hold(sub, loser, quote_asset)?;
+        let mut market = self.markets[m as usize].clone();
+        let mut position = *sub.perp(m).ok_or_else(|| {
+            reject(
+                "no_position",
+                format!("sub-account {loser} has no {symbol} position"),
+            )
+        })?;
+        let dust = crate::perp::settle_funding(&mut position, market.funding_index, decimals)?;
+        market.funding_dust = market
+            .funding_dust
+            .checked_add(dust)
+            .ok_or(NumError::Overflow { op: "funding dust" })?;
+        let pnl = oracle
+            .price
+            .value_floor(position.base, decimals)?
+            .checked_add(position.quote)?;
+        let claims = market
+            .fees_collected
+            .checked_add(market.insurance_collected)?;
+        if !pnl.is_negative() || !claims.is_positive() {
+            return Err(reject(
+                "nothing_to_settle",
+                format!(
+                    "{symbol}: sub-account {loser} has PnL {pnl}, the venue's claims are {claims}"
+                ),
+            ));
+        }
+        let amount = claims.min(pnl.checked_neg()?);
+        let unit = ballast_num::pow10(quote_decimals as u32)?;
+        let tokens = |q: Quote| -> NumResult<TokenAmount> {
+            Ok(TokenAmount::from_raw(ballast_num::mul_div(
+                q.raw(),
+                unit,
+                Quote::SCALE,
+                Rounding::Floor,
+            )?))
+        };
+        let worth = |t: TokenAmount| -> NumResult<Quote> {
+            Ok(Quote::from_raw(ballast_num::mul_div(
+                t.raw(),
+                Quote::SCALE,
+                unit,
+                Rounding::Floor,
+            )?))
+        };
+        // Fees first, then the insurance share; each in whole tokens, the positions moved by what they are worth.
+        let to_treasury = tokens(amount.min(market.fees_collected))?;
+        let to_insurance = tokens(
+            amount
+                .checked_sub(worth(to_treasury)?)?
+                .min(market.insurance_collected),
+        )?;
+        let (paid_fees, paid_insurance) = (worth(to_treasury)?, worth(to_insurance)?);
+        market.fees_collected = market.fees_collected.checked_sub(paid_fees)?;
+        market.insurance_collected = market.insurance_collected.checked_sub(paid_insurance)?;
+        position.quote = position
+            .quote
+            .checked_add(paid_fees)?
+            .checked_add(paid_insurance)?;
+        let total = to_treasury.checked_add(to_insurance)?;
+        let config = &self.assets[quote_asset as usize];
+        let mut pool = self.pools[quote_asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let held_scaled = sub.scaled(quote_asset);
+        let held = if held_scaled > 0 {
+            pool.deposit_native(held_scaled)?
+        } else {
+            TokenAmount::ZERO
+        };
+        let from_deposit = total.min(held);
+        let borrowed = total.checked_sub(from_deposit)?;
+        if borrowed > pool.vault {
+            return Err(reject(
+                "insufficient_liquidity",
+                format!(
+                    "settling {symbol} venue claims: the {} pool cannot lend {}",
+                    config.symbol,
+                    self.quantity(quote_asset, borrowed)?
+                ),
+            ));
+        }
+        let mut new_scaled = held_scaled;
+        if from_deposit.is_positive() {
+            new_scaled -= pool.withdraw(from_deposit, held_scaled)?;
+        }
+        if borrowed.is_positive() {
+            new_scaled -= pool.borrow(borrowed)?;
+        }
+        if to_treasury.is_positive() {
+            pool.treasury_scaled += pool.deposit(to_treasury)?;
+        }
+        if to_insurance.is_positive() {
+            pool.insurance_scaled += pool.deposit(to_insurance)?;
+        }
+        pool.internal_move(total)?;
+        self.commit_market(m, market);
+        self.commit_pool(quote_asset, pool);
+        self.commit_balance(loser, quote_asset, new_scaled);
+        let keep = !position.base.is_zero() || !position.quote.is_zero();
+        self.commit_perp(loser, m, keep.then_some(position));
+        let mut events = vec![Event::VenueClaimsSettled {
+            market: symbol.to_string(),
+            loser,
+            to_treasury: TokenQuantity::from_native(to_treasury, quote_decimals)?,
+            to_insurance: TokenQuantity::from_native(to_insurance, quote_decimals)?,
+        }];
+        self.refresh_touched(now_s, &[loser], &mut events)?;
+        Ok(events)
     }
 
     // ----- insurance fund and bankruptcy ---------------------------------------------------------------------
