@@ -237,7 +237,7 @@ fn streams_exercise_the_interesting_paths() {
 #[test]
 fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_healthy() {
     let base = seed("liquidation_properties", 0x11C0);
-    let (mut n_perp, mut n_spot, mut n_full, mut n_bankrupt) = (0, 0, 0, 0);
+    let (mut n_perp, mut n_spot, mut n_full, mut n_bankrupt, mut n_settled) = (0, 0, 0, 0, 0);
     for s in base..base + N_STREAMS / 2 {
         // Perp-heavy streams, and the general streams (whose borrowers are liquidated by spot swaps).
         for stream in [perp_stream(s, 12, 40), random_stream(s, N_COMMANDS)] {
@@ -247,6 +247,13 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                     continue;
                 };
                 for event in events {
+                    if matches!(
+                        event,
+                        ballast_engine::Event::PnlSettled { .. }
+                            | ballast_engine::Event::VenueClaimsSettled { .. }
+                    ) {
+                        n_settled += 1;
+                    }
                     if let ballast_engine::Event::BankruptcyResolved {
                         debt,
                         covered_by_insurance,
@@ -306,7 +313,7 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
             }
         }
     }
-    println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes), {n_bankrupt} bankruptcies");
+    println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes), {n_bankrupt} bankruptcies, {n_settled} settlements");
     assert!(
         n_perp >= 30,
         "only {n_perp} perp liquidations: the streams do not exercise liquidation"

@@ -605,6 +605,25 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
                     target,
                 },
             ));
+            // Settle against a random counterparty (or the liquidator) and the venue, then resolve what is left.
+            let winner = rng.below(n_traders as u64 + 1) as u32;
+            for market in ["BTC-PERP", "ETH-PERP"] {
+                out.push(cmd(
+                    t,
+                    CommandKind::SettlePnl {
+                        market: market.into(),
+                        winner,
+                        loser: target,
+                    },
+                ));
+                out.push(cmd(
+                    t,
+                    CommandKind::SettleVenueClaims {
+                        market: market.into(),
+                        loser: target,
+                    },
+                ));
+            }
             out.push(cmd(t, CommandKind::ResolveBankruptcy { target }));
         }
     }
