@@ -1003,13 +1003,9 @@ impl Engine {
                 ),
             ));
         }
-        let mut scaled = held_scaled;
-        if from_deposit.is_positive() {
-            scaled -= pool.withdraw(from_deposit, held_scaled)?;
-        }
+        let (scaled, borrowed) = pool.debit(held_scaled, native)?;
+        debug_assert_eq!(borrowed, borrow);
         if borrow.is_positive() {
-            debug_assert!(scaled <= 0, "a borrow follows only an emptied deposit");
-            scaled -= pool.borrow(borrow)?;
             self.check_cap(asset, Cap::Borrow, pool.total_borrowed()?)?;
         }
         let health = self.check_new_risk(
@@ -1754,20 +1750,7 @@ impl Engine {
         let outcome = |r: TokenAmount| -> NumResult<Outcome> {
             let (mut pd, mut pc) = (pool_d.clone(), pool_c.clone());
             // Debt side: out of the liquidator's deposit first, then borrowed; into the target's debt.
-            let liquidator_deposit = if l_debt > 0 {
-                pd.deposit_native(l_debt)?
-            } else {
-                TokenAmount::ZERO
-            };
-            let from_deposit = r.min(liquidator_deposit);
-            let mut l_d = l_debt;
-            if from_deposit.is_positive() {
-                l_d -= pd.withdraw(from_deposit, l_debt)?;
-            }
-            let borrowed = r.checked_sub(from_deposit)?;
-            if borrowed.is_positive() {
-                l_d -= pd.borrow(borrowed)?;
-            }
+            let (l_d, _) = pd.debit(l_debt, r)?;
             let t_d = t_debt + pd.repay(r, -t_debt)?;
             pd.internal_move(r)?;
             // Collateral side: (1 + fee) times the repaid value, the insurance share of the bonus set apart.
@@ -2106,31 +2089,9 @@ impl Engine {
         let winner_scaled = self.sub_accounts[winner as usize].scaled(quote_asset);
         self.check_may_hold(&self.sub_accounts[winner as usize], winner, quote_asset)?;
         self.check_may_hold(&self.sub_accounts[loser as usize], loser, quote_asset)?;
-        let held = if loser_scaled > 0 {
-            pool.deposit_native(loser_scaled)?
-        } else {
-            TokenAmount::ZERO
-        };
-        let from_deposit = tokens.min(held);
-        let borrowed = tokens.checked_sub(from_deposit)?;
-        if borrowed > pool.vault {
-            return Err(reject(
-                "insufficient_liquidity",
-                format!(
-                    "settling {symbol}: sub-account {loser} must borrow {} {}, the pool has {}",
-                    self.quantity(quote_asset, borrowed)?,
-                    config.symbol,
-                    self.quantity(quote_asset, pool.vault)?
-                ),
-            ));
-        }
-        let mut new_loser = loser_scaled;
-        if from_deposit.is_positive() {
-            new_loser -= pool.withdraw(from_deposit, loser_scaled)?;
-        }
-        if borrowed.is_positive() {
-            new_loser -= pool.borrow(borrowed)?;
-        }
+        // An internal move: the loser's tokens (borrowed if it has to) go straight to the winner, so the pool's
+        // liquidity is not needed.
+        let (new_loser, _) = pool.debit(loser_scaled, tokens)?;
         let (new_winner, _) = pool.credit(winner_scaled, tokens)?;
         pool.internal_move(tokens)?;
         self.commit_market(m, market);
@@ -2232,30 +2193,8 @@ impl Engine {
         let mut pool = self.pools[quote_asset as usize].clone();
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;
         let held_scaled = sub.scaled(quote_asset);
-        let held = if held_scaled > 0 {
-            pool.deposit_native(held_scaled)?
-        } else {
-            TokenAmount::ZERO
-        };
-        let from_deposit = total.min(held);
-        let borrowed = total.checked_sub(from_deposit)?;
-        if borrowed > pool.vault {
-            return Err(reject(
-                "insufficient_liquidity",
-                format!(
-                    "settling {symbol} venue claims: the {} pool cannot lend {}",
-                    config.symbol,
-                    self.quantity(quote_asset, borrowed)?
-                ),
-            ));
-        }
-        let mut new_scaled = held_scaled;
-        if from_deposit.is_positive() {
-            new_scaled -= pool.withdraw(from_deposit, held_scaled)?;
-        }
-        if borrowed.is_positive() {
-            new_scaled -= pool.borrow(borrowed)?;
-        }
+        // An internal move into the treasury's and the insurance fund's deposits: no liquidity needed.
+        let (new_scaled, _) = pool.debit(held_scaled, total)?;
         if to_treasury.is_positive() {
             pool.treasury_scaled += pool.deposit(to_treasury)?;
         }

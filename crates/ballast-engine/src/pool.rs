@@ -140,6 +140,30 @@ impl Pool {
         Ok((scaled, repaid))
     }
 
+    /// Books `amount` leaving a balance of `scaled` units: from its deposit first, the rest borrowed. Returns the new
+    /// scaled balance and the part borrowed. The caller checks liquidity when the tokens leave the pool.
+    pub fn debit(&mut self, scaled: i128, amount: TokenAmount) -> NumResult<(i128, TokenAmount)> {
+        let held = if scaled > 0 {
+            self.deposit_native(scaled)?
+        } else {
+            TokenAmount::ZERO
+        };
+        let from_deposit = amount.min(held);
+        let mut scaled_after = scaled;
+        if from_deposit.is_positive() {
+            scaled_after -= self.withdraw(from_deposit, scaled)?;
+        }
+        let borrowed = amount.checked_sub(from_deposit)?;
+        if borrowed.is_positive() {
+            debug_assert!(
+                scaled_after <= 0,
+                "a borrow follows only an emptied deposit"
+            );
+            scaled_after -= self.borrow(borrowed)?;
+        }
+        Ok((scaled_after, borrowed))
+    }
+
     /// Native tokens all depositors (and the treasury) can claim.
     pub fn total_supplied(&self) -> NumResult<TokenAmount> {
         self.deposit_native(self.deposits_scaled)
