@@ -2818,7 +2818,8 @@ pub(crate) fn maintenance_health(sub: &SubAccount, table: &RiskTable) -> NumResu
     }
     for position in &sub.perps {
         let risk = &table.markets[position.market as usize];
-        total = total.checked_add(risk.contributions(position)?.maintenance)?;
+        // Only the maintenance level, with exact unsigned fast paths (same value and error as `contributions`).
+        total = total.checked_add(risk.maintenance_contribution(position)?)?;
     }
     Ok(total)
 }

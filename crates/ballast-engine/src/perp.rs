@@ -436,16 +436,7 @@ impl MarketRisk {
             .value_floor(settled.base, self.decimals)?
             .checked_add(settled.quote)?;
         let notional = price.value_ceil(settled.base.abs()?, self.decimals)?;
-        let premium = if self.size_premium_factor.is_zero() || settled.base.is_zero() {
-            Ratio::ZERO
-        } else {
-            let size = settled
-                .base
-                .abs()?
-                .whole_tokens(self.decimals, Rounding::Ceil)?;
-            self.size_premium_factor
-                .mul_ceil(Ratio::from_raw(size.sqrt_floor()?.raw() + 1))?
-        };
+        let premium = self.size_premium(settled.base)?;
         let ratio = |r: Ratio| -> NumResult<Ratio> { Ok(r.checked_add(premium)?.min(Ratio::ONE)) };
         let initial_ratio = ratio(self.initial_ratio)?;
         let maintenance_ratio = ratio(self.maintenance_ratio)?;
@@ -465,6 +456,146 @@ impl MarketRisk {
             liquidation_end: pnl.checked_sub(requirement(liquidation_end_ratio)?)?,
             maintenance: pnl.checked_sub(requirement(maintenance_ratio)?)?,
         })
+    }
+
+    /// The size premium added to the margin ratios for a position of `base`: `f * (floor(sqrt(|base| in whole
+    /// tokens)) + 1 raw unit)`, rounded up; zero when `f == 0` or the position is flat.
+    fn size_premium(&self, base: TokenAmount) -> NumResult<Ratio> {
+        if self.size_premium_factor.is_zero() || base.is_zero() {
+            return Ok(Ratio::ZERO);
+        }
+        let size = base.abs()?.whole_tokens(self.decimals, Rounding::Ceil)?;
+        self.size_premium_factor
+            .mul_ceil(Ratio::from_raw(size.sqrt_floor()?.raw() + 1))
+    }
+
+    /// `self.contributions(position).map(|h| h.maintenance)`, exactly (same value, same error), computing only the
+    /// maintenance level: the oracle hot path ([`crate::engine`]'s `maintenance_health`).
+    ///
+    /// It takes unsigned 128-bit fast paths where they provably give the general code's result, and the general
+    /// code ([`MarketRisk::contributions`]) for anything else, errors included. The fast path needs a positive
+    /// price, `decimals <= 18`, `base != i128::MIN`, and every ratio of the market (initial, maintenance,
+    /// liquidation-end fraction, size premium factor, positive-PnL weight) in `[0, 1]`. Then:
+    ///
+    /// * **Funding.** `settle_funding` books `floor(-base * delta / D)` (`D = 10^(decimals + 6)`): with
+    ///   `p = |base| * |delta|` in u128, that is `p / D` when `-base * delta >= 0` and `-ceil(p / D)` otherwise.
+    ///   Overflow of the index difference, the product or the new quote balance takes the general code.
+    /// * **Value and notional.** `value_floor(base)` and `value_ceil(|base|)` are `floor` and `ceil` of
+    ///   `base * price / V` (`V = 10^(decimals + 6)`): one unsigned division `|base| * price = q * V + r` gives
+    ///   `q` (rounded up when `r != 0`) for the notional, `q` or `-(q + (r != 0))` for the value. Both fit in i128
+    ///   (`q < 2^128 / 10^6`).
+    /// * **Premium.** As in the spot premium (`health.rs`): for `decimals <= 18`, `whole_tokens` is exact,
+    ///   `|base| * 10^(18 - decimals)`, so its `sqrt_floor` is `floor(sqrt(|base| * 10^(36 - decimals)))`. When
+    ///   that radicand fits in u128 (below 340 whole tokens) the table-seeded `sqrt_u128_floor` gives it exactly,
+    ///   the root is below 2^64, and `f * (root + 1)` (`f <= 10^18`) fits in u128 for the rounded-up division.
+    ///   Larger positions take the general premium code itself, errors included (everything before it has
+    ///   succeeded with the general code's values, so the general code would fail at the same step).
+    /// * **Requirement.** `ceil(notional * min(maintenance + premium, 1) / 10^18)`, in u128 when the product fits,
+    ///   otherwise `mul_ratio_ceil` itself.
+    /// * **The levels not computed cannot fail.** With every ratio in `[0, 1]` and a non-negative premium, the
+    ///   initial, maintenance and liquidation-end ratios are in `[0, 1]` (the last is at most
+    ///   `maintenance + gap = max(initial, maintenance)`), so no ratio step overflows, every requirement is in
+    ///   `[0, notional]` and the weighted positive PnL is in `[0, pnl]`. Each level is then `pnl' - requirement`
+    ///   with both terms non-negative when the PnL is positive, or at least `pnl - notional` when it is not; the
+    ///   fast path checks that this last difference fits, so the general code would not have failed at the
+    ///   initial or liquidation-end level before reaching the maintenance one.
+    pub fn maintenance_contribution(&self, position: &PerpPosition) -> NumResult<Quote> {
+        match self.maintenance_fast(position) {
+            Some(result) => result,
+            None => self.contributions(position).map(|h| h.maintenance),
+        }
+    }
+
+    /// The fast path of [`MarketRisk::maintenance_contribution`]: `None` sends the position to the general code.
+    #[inline]
+    fn maintenance_fast(&self, position: &PerpPosition) -> Option<NumResult<Quote>> {
+        const ONE: i128 = ballast_num::RATIO_SCALE;
+        /// `10^i` for `i < 37`.
+        const POW10: [u128; 37] = {
+            let mut t = [1u128; 37];
+            let mut i = 1;
+            while i < 37 {
+                t[i] = t[i - 1] * 10;
+                i += 1;
+            }
+            t
+        };
+        let Some(price) = self.oracle else {
+            return Some(Ok(position.quote));
+        };
+        let in_unit = |r: Ratio| (0..=ONE).contains(&r.raw());
+        let price = price.raw();
+        let base = position.base.raw();
+        if price <= 0
+            || self.decimals > 18
+            || base == i128::MIN
+            || !(in_unit(self.initial_ratio)
+                && in_unit(self.maintenance_ratio)
+                && in_unit(self.liquidation_end_fraction)
+                && in_unit(self.size_premium_factor)
+                && in_unit(self.positive_pnl_initial_weight))
+        {
+            return None;
+        }
+        let decimals = self.decimals as usize;
+        // `D` of `settle_funding` and the divisor `V` of `Price::value` are both 10^(decimals + 6).
+        let divisor = POW10[decimals + ballast_num::QUOTE_DECIMALS as usize];
+        let magnitude = base.unsigned_abs();
+
+        // Funding: quote += floor(-base * delta / D).
+        let delta = self
+            .funding_index
+            .raw()
+            .checked_sub(position.funding_snapshot.raw())?;
+        let mut quote = position.quote.raw();
+        if delta != 0 && base != 0 {
+            let paid = magnitude.checked_mul(delta.unsigned_abs())?;
+            let booked = if (base > 0) != (delta > 0) {
+                (paid / divisor) as i128
+            } else {
+                -(paid.div_ceil(divisor) as i128)
+            };
+            quote = quote.checked_add(booked)?;
+        }
+
+        // Value (rounded down) and notional (rounded up) from one division.
+        let product = magnitude.checked_mul(price as u128)?;
+        let (q, r) = (product / divisor, product % divisor);
+        let notional = (q + (r != 0) as u128) as i128;
+        let value = if base >= 0 { q as i128 } else { -notional };
+        let pnl = value.checked_add(quote)?;
+        if pnl <= 0 {
+            pnl.checked_sub(notional)?;
+        }
+
+        // Size premium.
+        let factor = self.size_premium_factor.raw() as u128;
+        let premium = if factor == 0 || base == 0 {
+            0
+        } else {
+            match magnitude.checked_mul(POW10[36 - decimals]) {
+                Some(radicand) => {
+                    let root = ballast_num::math::sqrt_u128_floor(radicand) + 1;
+                    (factor * root).div_ceil(ONE as u128) as i128
+                }
+                None => match self.size_premium(position.base) {
+                    Ok(premium) => premium.raw(),
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        };
+
+        // Requirement at the maintenance ratio, capped at 1.
+        // No overflow: the ratio is at most 10^18 and the premium at most `root + 1`, below 2^94.
+        let ratio = (self.maintenance_ratio.raw() + premium).min(ONE);
+        let requirement = match (notional as u128).checked_mul(ratio as u128) {
+            Some(p) => p.div_ceil(ONE as u128) as i128,
+            None => match Quote::from_raw(notional).mul_ratio_ceil(Ratio::from_raw(ratio)) {
+                Ok(requirement) => requirement.raw(),
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        Some(Ok(Quote::from_raw(pnl - requirement)))
     }
 }
 
@@ -491,6 +622,7 @@ pub fn open_interest_initial_ratio(tier: &PerpTierConfig, oi: Quote) -> NumResul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn tier() -> PerpTierConfig {
         PerpTierConfig {
@@ -542,5 +674,97 @@ mod tests {
         assert_eq!(s.quote.raw(), 0); // the receiver receives down
         let d = 10i128.pow(14);
         assert_eq!(dust_long + dust_short, d); // -(7) - (-1 * D) + (7 - 0) = D
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 40_000,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5EED_0043),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+        /// The maintenance-only hot path gives `contributions`' maintenance level to the last raw unit, and the same
+        /// error when it fails: long and short, flat and whale-sized positions, pending funding either way, with and
+        /// without a size premium, and now and then a parameter outside the fast path's domain.
+        #[test]
+        fn maintenance_contribution_equals_the_general_path(
+            decimals in proptest::prop_oneof![
+                20 => 0u8..=18,
+                1 => proptest::strategy::Just(30u8),
+                1 => proptest::strategy::Just(31u8),
+            ],
+            oracle in proptest::prop_oneof![
+                10 => (1i128..10i128.pow(20)).prop_map(Some),
+                2 => (1i128..10i128.pow(8)).prop_map(Some),
+                1 => proptest::strategy::Just(None),
+                1 => proptest::num::i128::ANY.prop_map(Some),
+            ],
+            funding_index in signed_wide(),
+            snapshot in signed_wide(),
+            initial in ratio(),
+            maintenance in ratio(),
+            fraction in ratio(),
+            factor in proptest::prop_oneof![
+                proptest::strategy::Just(0i128),
+                ratio(),
+            ],
+            weight in ratio(),
+            base in proptest::prop_oneof![
+                2 => proptest::strategy::Just(0i128),
+                40 => signed_up_to(30),
+                1 => proptest::strategy::Just(i128::MIN),
+                1 => proptest::strategy::Just(i128::MAX),
+            ],
+            quote in signed_wide(),
+        ) {
+            let risk = MarketRisk {
+                decimals,
+                oracle: oracle.map(Price::from_raw),
+                funding_index: Price::from_raw(funding_index),
+                initial_ratio: Ratio::from_raw(initial),
+                maintenance_ratio: Ratio::from_raw(maintenance),
+                liquidation_end_fraction: Ratio::from_raw(fraction),
+                size_premium_factor: Ratio::from_raw(factor),
+                positive_pnl_initial_weight: Ratio::from_raw(weight),
+            };
+            let position = PerpPosition {
+                market: 0,
+                base: TokenAmount::from_raw(base),
+                quote: Quote::from_raw(quote),
+                funding_snapshot: Price::from_raw(snapshot),
+            };
+            proptest::prop_assert_eq!(
+                risk.maintenance_contribution(&position),
+                risk.contributions(&position).map(|h| h.maintenance)
+            );
+        }
+    }
+
+    /// A ratio in [0, 1] raw units, its ends, and now and then one outside it.
+    fn ratio() -> impl proptest::strategy::Strategy<Value = i128> {
+        use proptest::strategy::Just;
+        proptest::prop_oneof![
+            60 => 0i128..=Ratio::ONE.raw(),
+            6 => Just(0i128),
+            6 => Just(Ratio::ONE.raw()),
+            1 => -Ratio::ONE.raw()..0,
+            1 => Ratio::ONE.raw() + 1..=i128::MAX,
+            1 => Just(i128::MIN),
+        ]
+    }
+
+    /// A value of either sign up to `10^max_exp` in magnitude, its order of magnitude uniform.
+    fn signed_up_to(max_exp: u32) -> impl proptest::strategy::Strategy<Value = i128> {
+        (0..=max_exp).prop_flat_map(|e| -10i128.pow(e)..=10i128.pow(e))
+    }
+
+    /// A signed value from small to about 10^30 raw units, of either sign, and now and then an extreme one.
+    fn signed_wide() -> impl proptest::strategy::Strategy<Value = i128> {
+        proptest::prop_oneof![
+            40 => signed_up_to(30),
+            1 => proptest::num::i128::ANY,
+            1 => proptest::strategy::Just(i128::MIN),
+            1 => proptest::strategy::Just(i128::MAX),
+        ]
     }
 }
