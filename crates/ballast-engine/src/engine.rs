@@ -21,7 +21,7 @@ use crate::perp::{
     open_interest_initial_ratio, Market, MarketConfig, MarketRisk, PerpPosition, PerpTierConfig,
 };
 use crate::pool::Pool;
-use ballast_num::{NumError, NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
+use ballast_num::{NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Index of a listed asset, in listing order.
@@ -1372,11 +1372,7 @@ impl Engine {
         ];
         let mut new = old;
         for p in &mut new {
-            let dust = crate::perp::settle_funding(p, market.funding_index, decimals)?;
-            market.funding_dust = market
-                .funding_dust
-                .checked_add(dust)
-                .ok_or(NumError::Overflow { op: "funding dust" })?;
+            market.settle_position_funding(p, decimals)?;
         }
         // One amount moves from buyer to seller; fees come off each side's quote.
         let value = price.value_ceil(base, decimals)?;
@@ -1874,11 +1870,7 @@ impl Engine {
         };
         let mut lp = liquidator_sub.perp(m).copied().unwrap_or(flat);
         for p in [&mut tp, &mut lp] {
-            let dust = crate::perp::settle_funding(p, market.funding_index, decimals)?;
-            market.funding_dust = market
-                .funding_dust
-                .checked_add(dust)
-                .ok_or(NumError::Overflow { op: "funding dust" })?;
+            market.settle_position_funding(p, decimals)?;
         }
         let long = tp.base.is_positive();
         // The target sells (long) below the oracle or buys back (short) above it; the gap is the fee.
@@ -2043,12 +2035,7 @@ impl Engine {
                 )
             })?;
             positions[slot] = position;
-            let dust =
-                crate::perp::settle_funding(&mut positions[slot], market.funding_index, decimals)?;
-            market.funding_dust = market
-                .funding_dust
-                .checked_add(dust)
-                .ok_or(NumError::Overflow { op: "funding dust" })?;
+            market.settle_position_funding(&mut positions[slot], decimals)?;
         }
         let pnl = |p: &PerpPosition| -> NumResult<Quote> {
             oracle
@@ -2136,11 +2123,7 @@ impl Engine {
                 format!("sub-account {loser} has no {symbol} position"),
             )
         })?;
-        let dust = crate::perp::settle_funding(&mut position, market.funding_index, decimals)?;
-        market.funding_dust = market
-            .funding_dust
-            .checked_add(dust)
-            .ok_or(NumError::Overflow { op: "funding dust" })?;
+        market.settle_position_funding(&mut position, decimals)?;
         let pnl = oracle
             .price
             .value_floor(position.base, decimals)?

@@ -303,6 +303,20 @@ impl Market {
         self.multiplier_from.checked_add(Ratio::from_raw(moved))
     }
 
+    /// Settles a position's funding to this market's index, keeping the rounding remainder as funding dust.
+    pub fn settle_position_funding(
+        &mut self,
+        position: &mut PerpPosition,
+        decimals: u8,
+    ) -> NumResult<()> {
+        let dust = settle_funding(position, self.funding_index, decimals)?;
+        self.funding_dust = self
+            .funding_dust
+            .checked_add(dust)
+            .ok_or(ballast_num::NumError::Overflow { op: "funding dust" })?;
+        Ok(())
+    }
+
     /// Checks the exact zero-sum identity (module docs) over the market's positions.
     pub fn check_zero_sum<'a>(
         &self,
