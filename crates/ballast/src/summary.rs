@@ -85,6 +85,14 @@ struct PoolSummary {
     supply_rate: Ratio,
     borrow_index: Ratio,
     supply_index: Ratio,
+    /// The asset's insurance fund: its deposit in the pool (whole tokens) and the shares outstanding.
+    insurance_fund: TokenQuantity,
+    insurance_shares: TokenQuantity,
+    /// Ledger: bad debt the insurance fund has paid, and bad debt written off against depositors, ever.
+    bad_debt_covered: TokenQuantity,
+    socialized_loss: TokenQuantity,
+    /// Withdrawals and borrows are paused until this time (0: never paused).
+    withdrawals_paused_until: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -210,6 +218,15 @@ impl Summary {
                     .map_err(context)?,
                 borrow_index: pool.borrow_index,
                 supply_index: pool.supply_index,
+                insurance_fund: pool
+                    .deposit_native(pool.insurance_scaled)
+                    .and_then(|a| whole(asset, a))
+                    .map_err(context)?,
+                insurance_shares: whole(asset, TokenAmount::from_raw(pool.insurance_shares))
+                    .map_err(context)?,
+                bad_debt_covered: whole(asset, pool.bad_debt_covered).map_err(context)?,
+                socialized_loss: whole(asset, pool.socialized_loss).map_err(context)?,
+                withdrawals_paused_until: pool.withdrawals_paused_until_s,
             });
             let held = pool
                 .treasury_native()
