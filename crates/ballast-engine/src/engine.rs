@@ -732,14 +732,35 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
         let mut crossed = Vec::new();
-        for &id in ids {
+        self.collect_crossings(ids.iter().copied(), risks, &mut crossed)?;
+        self.apply_crossings(crossed, events);
+        Ok(())
+    }
+
+    /// The sub-accounts among `ids` whose maintenance health crossed zero since their last evaluation, with that
+    /// health. Each id must appear once.
+    fn collect_crossings(
+        &self,
+        ids: impl Iterator<Item = SubAccountId>,
+        risks: &RiskTable,
+        crossed: &mut Vec<(SubAccountId, Quote)>,
+    ) -> NumResult<()> {
+        for id in ids {
             let sub = &self.sub_accounts[id as usize];
             let maintenance = maintenance_health(sub, risks)?;
-            let below = maintenance.is_negative();
-            if below != sub.below_maintenance {
+            if maintenance.is_negative() != sub.below_maintenance {
                 crossed.push((id, maintenance));
             }
         }
+        Ok(())
+    }
+
+    /// Flips the margin flags of crossed sub-accounts and emits their events, in sub-account order.
+    fn apply_crossings(
+        &mut self,
+        mut crossed: Vec<(SubAccountId, Quote)>,
+        events: &mut Vec<Event>,
+    ) {
         crossed.sort_unstable_by_key(|(id, _)| *id);
         for (id, maintenance_health) in crossed {
             let sub = &mut self.sub_accounts[id as usize];
@@ -760,7 +781,6 @@ impl Engine {
                 }
             });
         }
-        Ok(())
     }
 
     /// What margin needs to know about a perp market at time `now`: the underlying's oracle price, the funding
@@ -1168,23 +1188,33 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
         let risks = self.all_risks(now_s)?;
-        let markets: Vec<usize> = (0..self.markets.len())
-            .filter(|&m| self.market_underlying[m] == asset)
+        let markets: Vec<MarketIdx> = (0..self.markets.len() as MarketIdx)
+            .filter(|&m| self.market_underlying[m as usize] == asset)
             .collect();
-        if markets.iter().all(|&m| self.market_holders[m].is_empty()) {
-            // Spot holders only: walk the index in place (the common case, and the hot path).
-            let holders = std::mem::take(&mut self.holders[asset as usize]);
-            let result = self.refresh_margin_flags(&holders, &risks, events);
-            self.holders[asset as usize] = holders;
-            return result;
+        // Walk the indexes in place, each sub-account once: spot holders of the asset, then the holders of each
+        // market on it that neither hold the asset nor were met in an earlier market.
+        let mut crossed = Vec::new();
+        self.collect_crossings(
+            self.holders[asset as usize].iter().copied(),
+            &risks,
+            &mut crossed,
+        )?;
+        for (k, &m) in markets.iter().enumerate() {
+            let first_met_here = |id: &SubAccountId| {
+                let sub = &self.sub_accounts[*id as usize];
+                sub.scaled(asset) == 0
+                    && markets[..k]
+                        .iter()
+                        .all(|&earlier| sub.perp(earlier).is_none())
+            };
+            let ids = self.market_holders[m as usize]
+                .iter()
+                .copied()
+                .filter(first_met_here);
+            self.collect_crossings(ids, &risks, &mut crossed)?;
         }
-        let mut ids = self.holders[asset as usize].clone();
-        for m in markets {
-            ids.extend(self.market_holders[m].iter().copied());
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        self.refresh_margin_flags(&ids, &risks, events)
+        self.apply_crossings(crossed, events);
+        Ok(())
     }
 
     fn accrue_interest(&mut self, now_s: u64, symbol: Option<&str>) -> Applied {

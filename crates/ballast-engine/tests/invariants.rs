@@ -246,6 +246,17 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                 let Ok(events) = engine.apply(command) else {
                     continue;
                 };
+                let mut margin_events = std::collections::BTreeSet::new();
+                for event in &events {
+                    if let ballast_engine::Event::MarginCall { sub_account, .. }
+                    | ballast_engine::Event::MarginRecovered { sub_account, .. } = event
+                    {
+                        assert!(
+                            margin_events.insert(*sub_account),
+                            "seed {s} command {i}: two margin events for {sub_account}"
+                        );
+                    }
+                }
                 for event in events {
                     if matches!(
                         event,
