@@ -1468,17 +1468,23 @@ impl Engine {
             if grows[i] {
                 self.check_new_risk(id, &action, now_s, &[])?;
             } else {
-                // A fill that only reduces a position may not lower initial health below zero, or further below it.
-                let after = self.health_at(id, now_s)?.initial;
-                if after.is_negative() && after < before[i].initial {
-                    return Err(reject(
-                        "insufficient_health",
-                        format!(
-                            "{action} would lower initial health from {} to {after} {}",
-                            before[i].initial,
-                            self.label()
-                        ),
-                    ));
+                // A fill that only reduces a position may not lower initial health below zero, or further below
+                // it; nor maintenance health (a close at an off-market price to a friendly counterparty would
+                // otherwise hand over the margin and leave bad debt behind).
+                let after = self.health_at(id, now_s)?;
+                for (level, was, is) in [
+                    ("initial", before[i].initial, after.initial),
+                    ("maintenance", before[i].maintenance, after.maintenance),
+                ] {
+                    if is.is_negative() && is < was {
+                        return Err(reject(
+                            "insufficient_health",
+                            format!(
+                                "{action} would lower {level} health from {was} to {is} {}",
+                                self.label()
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -1525,7 +1531,9 @@ impl Engine {
         }
         let oracle = risk.oracle.expect("no problem means a price").price;
         let mut market = self.markets[m as usize].clone();
-        let elapsed_s = now_s.saturating_sub(market.last_funding_s);
+        // At most one interval: a late sample must not pay days of funding to whoever holds a position at it.
+        let interval_s = self.market_configs[m as usize].funding.interval_s;
+        let elapsed_s = now_s.saturating_sub(market.last_funding_s).min(interval_s);
         let (index, rate) = crate::perp::next_funding_index(
             market.funding_index,
             mark,
@@ -2378,11 +2386,23 @@ impl Engine {
                 format!("sub-account {id} has not asked to unstake from the {symbol} fund"),
             ));
         }
-        let ready = stake.unstake_requested_s + self.protocol.insurance_unstake_cooldown_s;
+        let cooldown = self.protocol.insurance_unstake_cooldown_s;
+        let ready = stake.unstake_requested_s + cooldown;
         if now_s < ready {
             return Err(reject(
                 "cooldown",
                 format!("{symbol} insurance shares of sub-account {id} unlock at {ready}"),
+            ));
+        }
+        // The request lapses one cooldown after it matured: a served cooldown is not an option to leave later,
+        // at the moment a loss appears.
+        if now_s > ready + cooldown {
+            return Err(reject(
+                "unstake_lapsed",
+                format!(
+                    "the unstake request of sub-account {id} lapsed at {}; request again",
+                    ready + cooldown
+                ),
             ));
         }
         self.check_may_hold(sub, id, asset)?;
@@ -2495,7 +2515,10 @@ impl Engine {
             }
             let supply_index_before = pool.supply_index;
             let socialized = if remaining < 0 {
-                match pool.socialize(-remaining)? {
+                // The ledger records exactly what the insurance did not cover; the index haircut rounds in the
+                // venue's favour and its remainder goes to the rounding surplus.
+                let uncovered = owed.checked_sub(covered)?;
+                match pool.socialize(-remaining, uncovered)? {
                     Some(amount) => {
                         pool.withdrawals_paused_until_s = now_s + self.protocol.socialized_loss_withdrawal_pause_s;
                         amount

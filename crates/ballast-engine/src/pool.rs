@@ -355,13 +355,18 @@ impl Pool {
 
     /// Writes off a scaled debt of `scaled` units against the depositors: the supply index falls by
     /// `ceil(scaled * borrow_index / deposits_scaled)`, the excess of that rounding joins the venue's surplus, and the
-    /// exact identity still holds. Returns the native amount written off (rounded up), or `None` if the loss would
-    /// take the supply index to zero (the pool is insolvent beyond its depositors).
-    pub fn socialize(&mut self, scaled: i128) -> NumResult<Option<TokenAmount>> {
+    /// exact identity still holds. `recorded` (the native debt not covered otherwise) goes into the
+    /// `socialized_loss` ledger and is returned; `None` if the loss would take the supply index to zero (the pool
+    /// is insolvent beyond its depositors).
+    pub fn socialize(
+        &mut self,
+        scaled: i128,
+        recorded: TokenAmount,
+    ) -> NumResult<Option<TokenAmount>> {
         let overflow = NumError::Overflow {
             op: "Pool::socialize",
         };
-        let written_off = self.borrow_native(scaled)?;
+        let written_off = recorded;
         let loss = U256::from(scaled as u128) * U256::from(self.borrow_index.raw() as u128);
         let depositors = U256::from(self.deposits_scaled as u128);
         if depositors.is_zero() {

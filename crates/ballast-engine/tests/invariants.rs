@@ -273,9 +273,9 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                     } = &event
                     {
                         n_bankrupt += 1;
-                        // Every unit of the debt is either paid by the fund or written off (up to rounding up).
+                        // Every unit of the debt is either paid by the fund or written off: exactly.
                         assert!(
-                            covered_by_insurance.raw() + socialized.raw() >= debt.raw(),
+                            covered_by_insurance.raw() + socialized.raw() == debt.raw(),
                             "seed {s} command {i}: {event:?}"
                         );
                     }
