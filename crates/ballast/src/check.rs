@@ -43,12 +43,36 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
         config.perp_tiers.len(),
         config.markets.len()
     );
-    let _ = writeln!(out, "protocol                  {}", p.name);
-    let _ = writeln!(out, "quote asset               {}", p.quote_asset);
+    let _ = writeln!(out, "protocol                             {}", p.name);
     let _ = writeln!(
         out,
-        "liquidation_end_fraction  {}\n",
+        "quote asset                          {}",
+        p.quote_asset
+    );
+    let _ = writeln!(
+        out,
+        "liquidation_end_fraction             {}",
         p.liquidation_end_fraction
+    );
+    let _ = writeln!(
+        out,
+        "liquidation_insurance_share          {}",
+        p.liquidation_insurance_share
+    );
+    let _ = writeln!(
+        out,
+        "liquidation_max_step_notional (USD)  {}",
+        p.liquidation_max_step_notional
+    );
+    let _ = writeln!(
+        out,
+        "insurance_unstake_cooldown_s         {}",
+        p.insurance_unstake_cooldown_s
+    );
+    let _ = writeln!(
+        out,
+        "socialized_loss_withdrawal_pause_s   {}\n",
+        p.socialized_loss_withdrawal_pause_s
     );
 
     out.push_str("tiers\n");
@@ -60,6 +84,7 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
                 t.name.clone(),
                 t.max_maintenance_asset_weight.to_string(),
                 t.min_maintenance_liability_weight.to_string(),
+                t.insurance_cap_per_bankruptcy.to_string(),
                 config
                     .assets
                     .iter()
@@ -71,7 +96,13 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["tier", "max maint asset w", "min maint liab w", "assets"],
+        &[
+            "tier",
+            "max maint asset w",
+            "min maint liab w",
+            "insurance cap (USD)",
+            "assets",
+        ],
         rows,
     ));
 
@@ -99,6 +130,7 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
                 a.deposit_cap.to_string(),
                 a.borrow_cap.to_string(),
                 a.reserve_factor.to_string(),
+                a.liquidation_fee.to_string(),
             ]
         })
         .collect();
@@ -117,6 +149,7 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
             "deposit cap",
             "borrow cap",
             "reserve factor",
+            "liquidation fee",
         ],
         rows,
     ));

@@ -156,7 +156,10 @@ fn check_accepts_the_example_and_describes_it() {
     out.expect_code(0)
         .stdout_has(": ok (3 tiers, 5 assets, 3 perp tiers, 4 markets)")
         .stdout_has("ballast-example")
-        .stdout_has("quote asset               USDC")
+        .stdout_has("quote asset                          USDC")
+        .stdout_has("liquidation_insurance_share          0.25")
+        .stdout_has("insurance cap (USD)")
+        .stdout_has("liquidation fee")
         .stdout_has("isolated_only")
         .stdout_has("rate at 100%");
     assert!(out.stderr.is_empty(), "{out}");
