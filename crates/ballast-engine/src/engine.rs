@@ -131,6 +131,9 @@ struct Journal {
     stakes: Vec<(SubAccountId, AssetIdx, Option<Stake>)>,
 }
 
+/// Virtual shares and native units added to every insurance fund when pricing its shares (see `stake_insurance`).
+const INSURANCE_VIRTUAL_OFFSET: i128 = 1_000_000;
+
 /// One sub-account's stake in one asset's insurance fund.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stake {
@@ -2284,21 +2287,15 @@ impl Engine {
             ));
         }
         let fund = Self::insurance_value(&pool)?;
-        let shares = if pool.insurance_shares == 0 {
-            native.raw()
-        } else if fund.is_positive() {
-            ballast_num::mul_div(
-                native.raw(),
-                pool.insurance_shares,
-                fund.raw(),
-                Rounding::Floor,
-            )?
-        } else {
-            return Err(reject(
-                "insurance_insolvent",
-                format!("the {symbol} insurance fund is empty with shares outstanding; new stakes would be diluted away"),
-            ));
-        };
+        // Shares are priced with a virtual offset (ERC-4626's defence against share-price inflation): the fund is
+        // valued at `fund + V` native units for `shares + V` shares, so a tiny first stake followed by a donation of
+        // fees cannot round later stakers' shares away.
+        let shares = ballast_num::mul_div(
+            native.raw(),
+            pool.insurance_shares + INSURANCE_VIRTUAL_OFFSET,
+            fund.raw() + INSURANCE_VIRTUAL_OFFSET,
+            Rounding::Floor,
+        )?;
         if shares <= 0 {
             return Err(reject(
                 "bad_amount",
@@ -2412,10 +2409,12 @@ impl Engine {
         let fund = Self::insurance_value(&pool)?;
         let amount = TokenAmount::from_raw(ballast_num::mul_div(
             stake.unstake_shares,
-            fund.raw(),
-            pool.insurance_shares,
+            fund.raw() + INSURANCE_VIRTUAL_OFFSET,
+            pool.insurance_shares + INSURANCE_VIRTUAL_OFFSET,
             Rounding::Floor,
-        )?);
+        )?)
+        // The virtual units are not there to pay out: after a loss they can price shares above the fund.
+        .min(fund);
         if amount > pool.vault {
             return Err(reject(
                 "insufficient_liquidity",
@@ -2557,6 +2556,11 @@ impl Engine {
     }
 
     // ----- views ---------------------------------------------------------------------------------------------
+
+    /// A sub-account's stake in an asset's insurance fund, if any.
+    pub fn stake(&self, id: SubAccountId, asset: AssetIdx) -> Option<Stake> {
+        self.stakes.get(&(id, asset)).copied()
+    }
 
     /// Sequencer time of the last applied command.
     pub fn now_s(&self) -> u64 {

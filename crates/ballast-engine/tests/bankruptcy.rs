@@ -180,3 +180,81 @@ fn only_a_sub_account_with_nothing_left_to_seize_is_bankrupt() {
     let r = v.rejected(CommandKind::ResolveBankruptcy { target: a });
     assert_eq!(r.code, "not_bankrupt");
 }
+
+/// The share-price inflation pattern: an attacker stakes one native unit, fees then flow into the fund, and a
+/// victim stakes. With the virtual offset the victim gets its stake's worth of shares and the attacker's single
+/// share stays worth about nothing.
+#[test]
+fn a_one_unit_first_stake_cannot_inflate_the_share_price() {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let lender = v.sub(9, MarginSpec::Cross);
+    v.deposit(lender, "USDC", "1000000");
+    let attacker = v.sub(1, MarginSpec::Cross);
+    let victim = v.sub(2, MarginSpec::Cross);
+    v.deposit(attacker, "USDC", "10");
+    v.deposit(victim, "USDC", "1000");
+    v.ok(CommandKind::StakeInsurance {
+        sub_account: attacker,
+        asset: "USDC".into(),
+        amount: qty("0.000001"),
+    });
+    // A losing perp trader settles the venue's fee claims: 42 USDC of fees go to the treasury... and the insurance
+    // share of a liquidation fee goes to the fund. Build both with a liquidated long.
+    let a = v.sub(3, MarginSpec::Cross);
+    let b = v.sub(4, MarginSpec::Cross);
+    let l = v.sub(5, MarginSpec::Cross);
+    v.deposit(a, "USDC", "10000");
+    v.deposit(b, "USDC", "100000");
+    v.deposit(l, "USDC", "100000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.fill("BTC-PERP", a, b, true, "1", "60000").unwrap();
+    v.t += 1;
+    v.price("BTC", "45000");
+    v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: a,
+    });
+    v.ok(CommandKind::SettleVenueClaims {
+        market: "BTC-PERP".into(),
+        loser: a,
+    });
+    assert!(
+        v.engine.pool(0).insurance_scaled > 100_000_000,
+        "the fund received the insurance share"
+    );
+    // The victim stakes 200 USDC and later takes it all back; the attacker's one share is worth almost nothing.
+    v.ok(CommandKind::StakeInsurance {
+        sub_account: victim,
+        asset: "USDC".into(),
+        amount: qty("200"),
+    });
+    let victim_shares = v.engine.stake(victim, 0).unwrap().shares;
+    let attacker_shares = v.engine.stake(attacker, 0).unwrap().shares;
+    assert_eq!(attacker_shares, 1);
+    assert!(
+        victim_shares > 1_000_000,
+        "the victim got {victim_shares} shares"
+    );
+    let q = ballast_num::TokenQuantity::from_native(
+        ballast_num::TokenAmount::from_raw(victim_shares),
+        6,
+    )
+    .unwrap();
+    v.ok(CommandKind::RequestUnstake {
+        sub_account: victim,
+        asset: "USDC".into(),
+        shares: q,
+    });
+    v.t += 7 * 86_400;
+    v.all_prices();
+    let events = v.ok(CommandKind::Unstake {
+        sub_account: victim,
+        asset: "USDC".into(),
+    });
+    let Event::InsuranceUnstaked { amount, .. } = &events[0] else {
+        panic!("{events:?}")
+    };
+    // Without the offset the victim would have received 1 share of 2 and lost about half of its stake.
+    assert!(*amount >= qty("199.99"), "victim got back {amount} of 200");
+}
