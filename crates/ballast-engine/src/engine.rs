@@ -686,6 +686,26 @@ impl Engine {
         }
     }
 
+    /// The oracle price of `asset` if it is usable for `action` under `guard`; otherwise the rejection, coded by the
+    /// price's problem (`no_price`, `stale_oracle`, ...).
+    fn usable_price(
+        &self,
+        asset: AssetIdx,
+        now_s: u64,
+        guard: Guard,
+        action: &str,
+    ) -> Result<Price, Rejection> {
+        let risk = self.asset_risk(asset, now_s)?;
+        if let Some(problem) = guard.filter(risk.problem) {
+            let symbol = &self.assets[asset as usize].symbol;
+            return Err(reject(
+                problem.code(),
+                format!("{action} needs a usable {symbol} price: oracle for {symbol} {problem}"),
+            ));
+        }
+        Ok(risk.oracle.expect("no problem means a price").price)
+    }
+
     // ----- balance bookkeeping -------------------------------------------------------------------------------
 
     /// Sets a sub-account's scaled balance in an asset, keeping balances sorted and the holder index true.
@@ -1524,15 +1544,12 @@ impl Engine {
                 format!("mark price {mark} must be positive and at most {MAX_PRICE}"),
             ));
         }
-        let risk = self.asset_risk(underlying, now_s)?;
-        if let Some(problem) = risk.problem {
-            let asset = &self.assets[underlying as usize].symbol;
-            return Err(reject(
-                problem.code(),
-                format!("funding for {symbol} needs a usable price: oracle for {asset} {problem}"),
-            ));
-        }
-        let oracle = risk.oracle.expect("no problem means a price").price;
+        let oracle = self.usable_price(
+            underlying,
+            now_s,
+            Guard::NewRisk,
+            &format!("funding for {symbol}"),
+        )?;
         let mut market = self.markets[m as usize].clone();
         // At most one interval: a late sample must not pay days of funding to whoever holds a position at it.
         let interval_s = self.market_configs[m as usize].funding.interval_s;
@@ -1724,21 +1741,8 @@ impl Engine {
             self.assets[debt as usize].decimals,
             self.assets[collateral as usize].decimals,
         );
-        let mut prices = [Price::ZERO; 2];
-        for (slot, asset) in [debt, collateral].into_iter().enumerate() {
-            let risk = self.asset_risk(asset, now_s)?;
-            if let Some(problem) = Guard::Liquidation.filter(risk.problem) {
-                let symbol = &self.assets[asset as usize].symbol;
-                return Err(reject(
-                    problem.code(),
-                    format!(
-                        "liquidation needs a usable {symbol} price: oracle for {symbol} {problem}"
-                    ),
-                ));
-            }
-            prices[slot] = risk.oracle.expect("no problem means a price").price;
-        }
-        let [p_debt, p_coll] = prices;
+        let p_debt = self.usable_price(debt, now_s, Guard::Liquidation, "liquidation")?;
+        let p_coll = self.usable_price(collateral, now_s, Guard::Liquidation, "liquidation")?;
         let liquidator_sub = self.sub_account(liquidator)?;
         self.check_may_hold(liquidator_sub, liquidator, debt)?;
         self.check_may_hold(liquidator_sub, liquidator, collateral)?;
@@ -1885,17 +1889,12 @@ impl Engine {
             .step_size
             .to_native_exact(decimals)
             .expect("validated step");
-        let risk = self.asset_risk(underlying, now_s)?;
-        if let Some(problem) = Guard::Liquidation.filter(risk.problem) {
-            let asset = &self.assets[underlying as usize].symbol;
-            return Err(reject(
-                problem.code(),
-                format!(
-                    "liquidation in {symbol} needs a usable price: oracle for {asset} {problem}"
-                ),
-            ));
-        }
-        let oracle = risk.oracle.expect("no problem means a price").price;
+        let oracle = self.usable_price(
+            underlying,
+            now_s,
+            Guard::Liquidation,
+            &format!("liquidation in {symbol}"),
+        )?;
         let liquidator_sub = self.sub_account(liquidator)?;
         self.check_may_trade(liquidator_sub, liquidator, m)?;
         let target_sub = &self.sub_accounts[target as usize];
@@ -2044,22 +2043,13 @@ impl Engine {
         let decimals = self.assets[underlying as usize].decimals;
         let quote_asset = self.quote_asset;
         let quote_decimals = self.assets[quote_asset as usize].decimals;
-        let Some(oracle) = self.oracles[underlying as usize] else {
-            return Err(reject(
-                "no_price",
-                format!("market {symbol} has no oracle price yet"),
-            ));
-        };
-        if let Some(problem) = self
-            .asset_risk(underlying, now_s)?
-            .problem
-            .filter(|p| !matches!(p, PriceProblem::Divergent { .. }))
-        {
-            return Err(reject(
-                problem.code(),
-                format!("settling {symbol} needs a usable price: {problem}"),
-            ));
-        }
+        // Settling moves value at the oracle price: it needs a fresh, tight one, like a liquidation.
+        let oracle = self.usable_price(
+            underlying,
+            now_s,
+            Guard::Liquidation,
+            &format!("settling {symbol}"),
+        )?;
         let mut market = self.markets[m as usize].clone();
         let mut positions = [PerpPosition {
             market: m,
@@ -2079,10 +2069,7 @@ impl Engine {
             market.settle_position_funding(&mut positions[slot], decimals)?;
         }
         let pnl = |p: &PerpPosition| -> NumResult<Quote> {
-            oracle
-                .price
-                .value_floor(p.base, decimals)?
-                .checked_add(p.quote)
+            oracle.value_floor(p.base, decimals)?.checked_add(p.quote)
         };
         let (winner_pnl, loser_pnl) = (pnl(&positions[0])?, pnl(&positions[1])?);
         if !winner_pnl.is_positive() || !loser_pnl.is_negative() {
