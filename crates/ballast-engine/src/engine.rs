@@ -2136,12 +2136,12 @@ impl Engine {
         let decimals = self.assets[underlying as usize].decimals;
         let quote_asset = self.quote_asset;
         let quote_decimals = self.assets[quote_asset as usize].decimals;
-        let Some(oracle) = self.oracles[underlying as usize] else {
-            return Err(reject(
-                "no_price",
-                format!("market {symbol} has no oracle price yet"),
-            ));
-        };
+        let oracle = self.usable_price(
+            underlying,
+            now_s,
+            Guard::Liquidation,
+            &format!("settling {symbol}"),
+        )?;
         let sub = self.sub_account(loser)?;
         self.check_may_hold(sub, loser, quote_asset)?;
         let mut market = self.markets[m as usize].clone();
@@ -2153,7 +2153,6 @@ impl Engine {
         })?;
         market.settle_position_funding(&mut position, decimals)?;
         let pnl = oracle
-            .price
             .value_floor(position.base, decimals)?
             .checked_add(position.quote)?;
         let claims = market

@@ -127,3 +127,23 @@ fn a_perp_deficit_settles_into_a_usdc_debt_that_the_waterfall_resolves() {
     assert!(v.engine.sub_accounts()[a as usize].balances.is_empty());
     v.engine.check_invariants().unwrap();
 }
+
+#[test]
+fn settlement_needs_a_fresh_price() {
+    let (mut v, a, b) = long_and_short();
+    v.t += 1;
+    v.price("BTC", "59000");
+    v.t += 120; // BTC's price is now 120 s old; its limit is 60 s
+    v.price("USDC", "1");
+    let r = v.rejected(CommandKind::SettlePnl {
+        market: "BTC-PERP".into(),
+        winner: b,
+        loser: a,
+    });
+    assert_eq!(r.code, "stale_oracle");
+    let r = v.rejected(CommandKind::SettleVenueClaims {
+        market: "BTC-PERP".into(),
+        loser: a,
+    });
+    assert_eq!(r.code, "stale_oracle");
+}
