@@ -326,6 +326,38 @@ pub enum Event {
         supply_index_before: Ratio,
         supply_index_after: Ratio,
     },
+    /// A bankrupt sub-account's position in a perp market was resolved through the loss waterfall. `deficit` is
+    /// its negative value at the oracle (funding settled); `from_venue_claims + covered_by_insurance + socialized`
+    /// equals it (insurance in quote-asset tokens, at face value). An open position was closed by auto-deleveraging
+    /// at `bankruptcy_price`, where its value is exactly zero after the earlier steps.
+    PerpBankruptcyResolved {
+        target: SubAccountId,
+        market: String,
+        deficit: Quote,
+        from_venue_claims: Quote,
+        covered_by_insurance: TokenQuantity,
+        socialized: Quote,
+        bankruptcy_price: Option<Price>,
+    },
+    /// The insurance fund paid part of a bankrupt position's deficit straight to a winning position in its market:
+    /// `amount` quote-asset tokens into the winner's balance, its unsettled PnL down by as much.
+    InsurancePaidWinner {
+        market: String,
+        bankrupt: SubAccountId,
+        winner: SubAccountId,
+        amount: TokenQuantity,
+    },
+    /// Auto-deleveraging: a ranked position absorbed part of a bankrupt position's deficit. With `base` non-zero it
+    /// was closed by that much (its change, whole tokens) at the bankruptcy price; with `base` zero (the bankrupt
+    /// position was already flat) its unsettled profit was cut. `value_lost` is the cost at the oracle price.
+    Deleveraged {
+        market: String,
+        bankrupt: SubAccountId,
+        counterparty: SubAccountId,
+        rank: u32,
+        base: TokenQuantity,
+        value_lost: Quote,
+    },
     LiquidatorRegistered {
         sub_account: SubAccountId,
     },

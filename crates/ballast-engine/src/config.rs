@@ -55,6 +55,22 @@ pub struct ProtocolSection {
     pub insurance_unstake_cooldown_s: u64,
     /// After a loss is socialized in a pool, its withdrawals and borrows pause for this many seconds.
     pub socialized_loss_withdrawal_pause_s: u64,
+    /// Who absorbs a bankrupt sub-account's deficit, in order (see [`WaterfallStep`]). `socialize` must come last.
+    pub bankruptcy_waterfall: Vec<WaterfallStep>,
+}
+
+/// One step of the loss waterfall, in the order `[protocol] bankruptcy_waterfall` lists them.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum WaterfallStep {
+    /// A perp deficit first writes off the venue's own unsettled claims in its market (trading fees, then the
+    /// insurance share of liquidation fees). Lending deficits skip this step.
+    VenueClaims,
+    /// The insurance fund pays, up to the tier's `insurance_cap_per_bankruptcy`.
+    Insurance,
+    /// The rest is socialized: a deposit-index haircut for a lending deficit, auto-deleveraging of the market's
+    /// ranked positions for a perp deficit.
+    Socialize,
 }
 
 /// `[[tier]]`: a collateral tier bounds the maintenance weights of the assets in it.
@@ -218,6 +234,14 @@ impl ProtocolConfig {
         if file.protocol.socialized_loss_withdrawal_pause_s > SECONDS_PER_YEAR {
             errors.push(
                 "protocol: socialized_loss_withdrawal_pause_s must be at most one year".to_string(),
+            );
+        }
+        let steps = &file.protocol.bankruptcy_waterfall;
+        let distinct: BTreeSet<_> = steps.iter().collect();
+        if steps.last() != Some(&WaterfallStep::Socialize) || distinct.len() != steps.len() {
+            errors.push(
+                "protocol: bankruptcy_waterfall must list each step at most once and end with \"socialize\" (otherwise a deficit could remain)"
+                    .to_string(),
             );
         }
         let mut tier_names = BTreeSet::new();

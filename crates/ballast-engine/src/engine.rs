@@ -24,6 +24,8 @@ use crate::pool::Pool;
 use ballast_num::{NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod waterfall;
+
 /// Index of a listed asset, in listing order.
 pub type AssetIdx = u16;
 /// Index of a perp market, in listing order.
@@ -2078,28 +2080,19 @@ impl Engine {
                 format!("{symbol}: sub-account {winner} has PnL {winner_pnl} and sub-account {loser} has {loser_pnl}; settling needs a winner and a loser"),
             ));
         }
-        let amount = winner_pnl.min(loser_pnl.checked_neg()?);
-        // Micro-USD to quote-asset native units, rounded down; the positions move by exactly what those tokens are
-        // worth, so the perp zero-sum identity and the token ledger both stay exact (USD = quote asset at face).
-        let unit = ballast_num::pow10(quote_decimals as u32)?;
-        let tokens = TokenAmount::from_raw(ballast_num::mul_div(
-            amount.raw(),
-            unit,
-            Quote::SCALE,
-            Rounding::Floor,
-        )?);
-        let paid = Quote::from_raw(ballast_num::mul_div(
-            tokens.raw(),
-            Quote::SCALE,
-            unit,
-            Rounding::Floor,
-        )?);
-        positions[0].quote = positions[0].quote.checked_sub(paid)?;
-        positions[1].quote = positions[1].quote.checked_add(paid)?;
-        // Tokens: out of the loser's deposit, then borrowed; into the winner's balance.
         let config = &self.assets[quote_asset as usize];
         let mut pool = self.pools[quote_asset as usize].clone();
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let amount = winner_pnl
+            .min(loser_pnl.checked_neg()?)
+            .min(self.settlement_capacity(&pool, loser, symbol)?);
+        // Micro-USD to quote-asset native units, rounded down; the positions move by exactly what those tokens are
+        // worth, so the perp zero-sum identity and the token ledger both stay exact (USD = quote asset at face).
+        let tokens = self.quote_tokens_floor(amount)?;
+        let paid = self.tokens_worth_floor(tokens)?;
+        positions[0].quote = positions[0].quote.checked_sub(paid)?;
+        positions[1].quote = positions[1].quote.checked_add(paid)?;
+        // Tokens: out of the loser's deposit, then borrowed; into the winner's balance.
         let loser_scaled = self.sub_accounts[loser as usize].scaled(quote_asset);
         let winner_scaled = self.sub_accounts[winner as usize].scaled(quote_asset);
         self.check_may_hold(&self.sub_accounts[winner as usize], winner, quote_asset)?;
@@ -2166,24 +2159,14 @@ impl Engine {
                 ),
             ));
         }
-        let amount = claims.min(pnl.checked_neg()?);
-        let unit = ballast_num::pow10(quote_decimals as u32)?;
-        let tokens = |q: Quote| -> NumResult<TokenAmount> {
-            Ok(TokenAmount::from_raw(ballast_num::mul_div(
-                q.raw(),
-                unit,
-                Quote::SCALE,
-                Rounding::Floor,
-            )?))
-        };
-        let worth = |t: TokenAmount| -> NumResult<Quote> {
-            Ok(Quote::from_raw(ballast_num::mul_div(
-                t.raw(),
-                Quote::SCALE,
-                unit,
-                Rounding::Floor,
-            )?))
-        };
+        let config = &self.assets[quote_asset as usize];
+        let mut pool = self.pools[quote_asset as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let amount = claims
+            .min(pnl.checked_neg()?)
+            .min(self.settlement_capacity(&pool, loser, symbol)?);
+        let tokens = |q: Quote| self.quote_tokens_floor(q);
+        let worth = |t: TokenAmount| self.tokens_worth_floor(t);
         // Fees first, then the insurance share; each in whole tokens, the positions moved by what they are worth.
         let to_treasury = tokens(amount.min(market.fees_collected))?;
         let to_insurance = tokens(
@@ -2199,9 +2182,6 @@ impl Engine {
             .checked_add(paid_fees)?
             .checked_add(paid_insurance)?;
         let total = to_treasury.checked_add(to_insurance)?;
-        let config = &self.assets[quote_asset as usize];
-        let mut pool = self.pools[quote_asset as usize].clone();
-        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
         let held_scaled = sub.scaled(quote_asset);
         // An internal move into the treasury's and the insurance fund's deposits: no liquidity needed.
         let (new_scaled, _) = pool.debit(held_scaled, total)?;
@@ -2228,6 +2208,59 @@ impl Engine {
     }
 
     // ----- insurance fund and bankruptcy ---------------------------------------------------------------------
+
+    /// Quote-asset tokens (native units) worth `value` at face (USD = the quote asset), rounded down.
+    fn quote_tokens_floor(&self, value: Quote) -> NumResult<TokenAmount> {
+        let unit = ballast_num::pow10(self.assets[self.quote_asset as usize].decimals as u32)?;
+        Ok(TokenAmount::from_raw(ballast_num::mul_div(
+            value.raw(),
+            unit,
+            Quote::SCALE,
+            Rounding::Floor,
+        )?))
+    }
+
+    /// What quote-asset tokens (native units) are worth at face, rounded down.
+    fn tokens_worth_floor(&self, tokens: TokenAmount) -> NumResult<Quote> {
+        let unit = ballast_num::pow10(self.assets[self.quote_asset as usize].decimals as u32)?;
+        Ok(Quote::from_raw(ballast_num::mul_div(
+            tokens.raw(),
+            Quote::SCALE,
+            unit,
+            Rounding::Floor,
+        )?))
+    }
+
+    /// The most a settlement may take from a losing sub-account's balance, micro-USD: anything when it holds
+    /// collateral besides the quote asset (the settlement may borrow against it, and liquidation can then swap that
+    /// collateral for the debt); otherwise only its quote-asset deposit. A borrow with nothing behind it would turn
+    /// a perp deficit into a lending loss and skip the perp waterfall. Refuses a loser with nothing to pay with.
+    fn settlement_capacity(
+        &self,
+        pool: &Pool,
+        loser: SubAccountId,
+        symbol: &str,
+    ) -> Result<Quote, Rejection> {
+        let sub = &self.sub_accounts[loser as usize];
+        if sub
+            .balances
+            .iter()
+            .any(|b| b.scaled > 0 && b.asset != self.quote_asset)
+        {
+            return Ok(Quote::from_raw(i128::MAX));
+        }
+        let deposit = pool.deposit_native(sub.scaled(self.quote_asset).max(0))?;
+        let capacity = self.tokens_worth_floor(deposit)?;
+        if !capacity.is_positive() {
+            return Err(reject(
+                "nothing_to_settle",
+                format!(
+                    "{symbol}: sub-account {loser} has no collateral to pay its loss with; resolve_bankruptcy absorbs a deficit"
+                ),
+            ));
+        }
+        Ok(capacity)
+    }
 
     /// Native tokens an asset's insurance fund holds (its deposit in the pool), rounded down.
     fn insurance_value(pool: &Pool) -> NumResult<TokenAmount> {
@@ -2446,99 +2479,6 @@ impl Engine {
         } else {
             self.stakes.insert((id, asset), stake);
         }
-    }
-
-    /// The loss waterfall for a sub-account with debts and nothing left to seize (no deposit, no open perp
-    /// position, no perp quote balance): for each debt, in asset order, that asset's insurance fund pays up to its
-    /// tier's cap, and the rest is written off against the pool's depositors by a supply-index haircut, after which
-    /// the pool's withdrawals pause. Every unit is in the event and in the pool's ledger totals.
-    fn resolve_bankruptcy(&mut self, now_s: u64, target: SubAccountId) -> Applied {
-        let sub = self.sub_account(target)?;
-        if sub.balances.iter().any(|b| b.scaled > 0) || !sub.perps.is_empty() {
-            return Err(reject(
-                "not_bankrupt",
-                format!("sub-account {target} still holds collateral or perp positions: liquidate it first"),
-            ));
-        }
-        let debts: Vec<(AssetIdx, i128)> =
-            sub.balances.iter().map(|b| (b.asset, b.scaled)).collect();
-        if debts.is_empty() {
-            return Err(reject(
-                "not_bankrupt",
-                format!("sub-account {target} owes nothing"),
-            ));
-        }
-        let mut events = Vec::new();
-        let mut touched_assets = Vec::new();
-        for (asset, scaled) in debts {
-            let config = &self.assets[asset as usize];
-            let symbol = config.symbol.clone();
-            let decimals = config.decimals;
-            let tier = self
-                .tiers
-                .iter()
-                .find(|t| t.name == config.tier)
-                .expect("validated tier");
-            let mut pool = self.pools[asset as usize].clone();
-            pool.accrue(now_s, &config.interest, config.reserve_factor)?;
-            let owed = pool.borrow_native(-scaled)?;
-            let cap = match self.oracles[asset as usize] {
-                Some(o) => o.price.amount_for_value(
-                    tier.insurance_cap_per_bankruptcy,
-                    decimals,
-                    Rounding::Floor,
-                )?,
-                None => TokenAmount::ZERO,
-            };
-            let covered = owed.min(Self::insurance_value(&pool)?).min(cap);
-            let mut remaining = scaled;
-            if covered.is_positive() {
-                pool.insurance_scaled -= pool.withdraw(covered, pool.insurance_scaled)?;
-                remaining += pool.repay(covered, -scaled)?;
-                pool.internal_move(covered)?;
-                pool.bad_debt_covered = pool.bad_debt_covered.checked_add(covered)?;
-            }
-            let supply_index_before = pool.supply_index;
-            let socialized = if remaining < 0 {
-                // The ledger records exactly what the insurance did not cover; the index haircut rounds in the
-                // venue's favour and its remainder goes to the rounding surplus.
-                let uncovered = owed.checked_sub(covered)?;
-                match pool.socialize(-remaining, uncovered)? {
-                    Some(amount) => {
-                        pool.withdrawals_paused_until_s = now_s + self.protocol.socialized_loss_withdrawal_pause_s;
-                        amount
-                    }
-                    None => {
-                        return Err(reject(
-                            "pool_insolvent",
-                            format!("the {symbol} pool's depositors cannot absorb sub-account {target}'s debt"),
-                        ))
-                    }
-                }
-            } else {
-                TokenAmount::ZERO
-            };
-            events.push(Event::BankruptcyResolved {
-                target,
-                asset: symbol,
-                debt: TokenQuantity::from_native(owed, decimals)?,
-                covered_by_insurance: TokenQuantity::from_native(covered, decimals)?,
-                socialized: TokenQuantity::from_native(socialized, decimals)?,
-                supply_index_before,
-                supply_index_after: pool.supply_index,
-            });
-            self.commit_pool(asset, pool);
-            self.commit_balance(target, asset, 0);
-            if socialized.is_positive() {
-                touched_assets.push(asset);
-            }
-        }
-        // Depositors of a haircut pool lost collateral value: re-check them.
-        for asset in touched_assets {
-            self.reevaluate_holders(now_s, asset, &mut events)?;
-        }
-        self.refresh_touched(now_s, &[target], &mut events)?;
-        Ok(events)
     }
 
     // ----- views ---------------------------------------------------------------------------------------------

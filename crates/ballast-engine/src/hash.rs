@@ -9,7 +9,7 @@ use crate::engine::{Engine, MarginKind};
 use sha2::{Digest, Sha256};
 
 /// Version of the encoding; bump on any change.
-pub const STATE_HASH_FORMAT: &str = "ballast-state-v2";
+pub const STATE_HASH_FORMAT: &str = "ballast-state-v3";
 
 struct Encoder(Sha256);
 
@@ -88,6 +88,9 @@ impl Engine {
             e.i128(market.fees_collected.raw());
             e.i128(market.insurance_collected.raw());
             e.i128(market.funding_dust);
+            e.i128(market.claims_written_off.raw());
+            e.i128(market.insurance_paid.raw());
+            e.i128(market.socialized_loss.raw());
             e.bool(market.reduce_only);
             e.bool(market.paused);
             e.i128(market.multiplier_from.raw());

@@ -45,6 +45,9 @@ pub struct PerpTierConfig {
     pub open_interest_lower_cap: Quote,
     /// Open interest where the initial ratio reaches 1; fills that raise open interest beyond it are refused.
     pub open_interest_upper_cap: Quote,
+    /// The most (USD) the quote asset's insurance fund pays toward one bankrupt position in a market of this tier;
+    /// the rest is socialized by auto-deleveraging.
+    pub insurance_cap_per_bankruptcy: Quote,
 }
 
 /// `[market.funding]`.
@@ -225,6 +228,12 @@ pub fn validate_perp_tier(tier: &PerpTierConfig) -> Vec<String> {
             "perp_tier {n}: open_interest_lower_cap {lower} must be positive and below open_interest_upper_cap {upper}"
         ));
     }
+    if tier.insurance_cap_per_bankruptcy < Quote::ZERO {
+        errors.push(format!(
+            "perp_tier {n}: insurance_cap_per_bankruptcy {} is negative",
+            tier.insurance_cap_per_bankruptcy
+        ));
+    }
     let max = Quote::from_int(crate::limits::MAX_OPEN_INTEREST_USD).expect("constant");
     if upper > max {
         errors.push(format!(
@@ -260,6 +269,11 @@ pub struct Market {
     pub insurance_collected: Quote,
     /// Funding rounding kept by the venue, in units of 10^-(decimals + 6) micro-USD... exactly: quote raw * D.
     pub funding_dust: i128,
+    /// Loss ledger of bankruptcies in this market, micro-USD: the venue's unsettled claims written off, what the
+    /// insurance fund paid, and what auto-deleveraging socialized (their sum is every deficit resolved here).
+    pub claims_written_off: Quote,
+    pub insurance_paid: Quote,
+    pub socialized_loss: Quote,
     pub reduce_only: bool,
     pub paused: bool,
     /// Margin multiplier being phased in: `from` at `phase_start_s`, `to` at `phase_start_s + phase_s`.
@@ -278,6 +292,9 @@ impl Market {
             fees_collected: Quote::ZERO,
             insurance_collected: Quote::ZERO,
             funding_dust: 0,
+            claims_written_off: Quote::ZERO,
+            insurance_paid: Quote::ZERO,
+            socialized_loss: Quote::ZERO,
             reduce_only: false,
             paused: false,
             multiplier_from: Ratio::ONE,
@@ -645,6 +662,7 @@ mod tests {
             maintenance_margin_ratio: "0.03".parse().unwrap(),
             open_interest_lower_cap: "1000000".parse().unwrap(),
             open_interest_upper_cap: "3000000".parse().unwrap(),
+            insurance_cap_per_bankruptcy: "100000".parse().unwrap(),
         }
     }
 

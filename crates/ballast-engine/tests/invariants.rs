@@ -238,6 +238,7 @@ fn streams_exercise_the_interesting_paths() {
 fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_healthy() {
     let base = seed("liquidation_properties", 0x11C0);
     let (mut n_perp, mut n_spot, mut n_full, mut n_bankrupt, mut n_settled) = (0, 0, 0, 0, 0);
+    let (mut n_perp_bankrupt, mut n_adl, mut n_cut, mut n_left) = (0, 0, 0, 0);
     for s in base..base + N_STREAMS / 2 {
         // Perp-heavy streams, and the general streams (whose borrowers are liquidated by spot swaps).
         for stream in [perp_stream(s, 12, 40), random_stream(s, N_COMMANDS)] {
@@ -278,6 +279,32 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                             covered_by_insurance.raw() + socialized.raw() == debt.raw(),
                             "seed {s} command {i}: {event:?}"
                         );
+                    }
+                    if let ballast_engine::Event::PerpBankruptcyResolved {
+                        deficit,
+                        from_venue_claims,
+                        covered_by_insurance,
+                        socialized,
+                        ..
+                    } = &event
+                    {
+                        n_perp_bankrupt += 1;
+                        // USDC has 6 decimals: the token amount is a whole number of micro-USD.
+                        let scale = 10i128.pow(12);
+                        assert_eq!(covered_by_insurance.raw() % scale, 0);
+                        let insurance = covered_by_insurance.raw() / scale;
+                        assert_eq!(
+                            from_venue_claims.raw() + insurance + socialized.raw(),
+                            deficit.raw(),
+                            "seed {s} command {i}: {event:?}"
+                        );
+                    }
+                    if let ballast_engine::Event::Deleveraged { base, .. } = &event {
+                        if base.raw() == 0 {
+                            n_cut += 1;
+                        } else {
+                            n_adl += 1;
+                        }
                     }
                     let (liquidator, before, after, full_close) = match event {
                         ballast_engine::Event::PerpLiquidated {
@@ -322,9 +349,40 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                     );
                 }
             }
+            // No sub-account is left insolvent without a way out: every one with no collateral and something owed
+            // can be resolved now (unless it still holds a profitable position, an asset to liquidate or settle).
+            let t = engine.now_s();
+            for id in 0..engine.sub_accounts().len() as u32 {
+                let sub = &engine.sub_accounts()[id as usize];
+                if sub.balances.iter().any(|b| b.scaled > 0)
+                    || (sub.balances.is_empty() && sub.perps.is_empty())
+                {
+                    continue;
+                }
+                let command = ballast_engine::Command {
+                    timestamp: t,
+                    kind: ballast_engine::CommandKind::ResolveBankruptcy { target: id },
+                };
+                match engine.apply(&command) {
+                    Ok(_) => {
+                        n_left += 1;
+                        let sub = &engine.sub_accounts()[id as usize];
+                        assert!(sub.balances.is_empty() && sub.perps.is_empty());
+                    }
+                    Err(r) => assert!(
+                        r.message.contains("is worth"),
+                        "seed {s}: sub-account {id} cannot be resolved: {r}"
+                    ),
+                }
+            }
+            engine.check_invariants().unwrap();
         }
     }
-    println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes), {n_bankrupt} bankruptcies, {n_settled} settlements");
+    println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes), {n_bankrupt} lending and {n_perp_bankrupt} perp bankruptcies ({n_adl} ADL closes, {n_cut} profit cuts), {n_settled} settlements, {n_left} resolved at the end");
+    assert!(
+        n_perp_bankrupt >= 3 && n_adl >= 3 && n_cut >= 3,
+        "only {n_perp_bankrupt} perp bankruptcies, {n_adl} ADL closes and {n_cut} profit cuts"
+    );
     assert!(
         n_perp >= 30,
         "only {n_perp} perp liquidations: the streams do not exercise liquidation"

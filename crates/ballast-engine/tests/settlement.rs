@@ -1,4 +1,4 @@
-//! Settling perp PnL into the quote token, and the path from a perp deficit into the lending loss waterfall.
+//! Settling perp PnL into the quote token: what a loser pays with, and where a deficit it cannot pay goes.
 
 mod common;
 
@@ -52,8 +52,11 @@ fn settling_turns_unsettled_profit_into_tokens() {
     );
 }
 
-#[test]
-fn a_perp_deficit_settles_into_a_usdc_debt_that_the_waterfall_resolves() {
+/// A liquidated long: A (10,000 USDC) closed in full at 45,000 * 0.99 keeps a flat position with quote
+/// -60,030 + 44,550 = -15,480. Its loss is owed to B (short since 60,000: 59,988 - 45,000 = 14,988), to the
+/// liquidator (long at 44,550: 450 less its 112.5 insurance fee = 337.5) and to the venue (42 of trading fees, 112.5
+/// of insurance share). A 50,000 USDC insurance fund.
+fn liquidated_long() -> (Venue, u32, u32, u32) {
     let (mut v, a, b) = long_and_short();
     let staker = v.sub(3, MarginSpec::Cross);
     v.deposit(staker, "USDC", "50000");
@@ -67,7 +70,6 @@ fn a_perp_deficit_settles_into_a_usdc_debt_that_the_waterfall_resolves() {
     v.ok(CommandKind::RegisterLiquidator { sub_account: l });
     v.t += 1;
     v.price("BTC", "45000");
-    // Full close at 45,000 * 0.99: A keeps a flat position with quote -60,030 + 44,550 = -15,480.
     let events = v.ok(CommandKind::Liquidate {
         liquidator: l,
         target: a,
@@ -82,49 +84,109 @@ fn a_perp_deficit_settles_into_a_usdc_debt_that_the_waterfall_resolves() {
         ),
         "{events:?}"
     );
-    // A's loss is owed to B (short since 60,000: 59,988 - 45,000 = 14,988), to the liquidator (long at 44,550:
-    // 450 less its 112.5 insurance fee = 337.5) and to the venue (42 of trading fees, 112.5 of insurance share).
-    v.ok(CommandKind::SettlePnl {
+    (v, a, b, l)
+}
+
+#[test]
+fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_the_perp_waterfall() {
+    let (mut v, a, b, l) = liquidated_long();
+    // B is owed 14,988 but A holds only 10,000 USDC and nothing else: it pays that and borrows nothing.
+    let events = v.ok(CommandKind::SettlePnl {
         market: "BTC-PERP".into(),
         winner: b,
         loser: a,
     });
-    v.ok(CommandKind::SettlePnl {
-        market: "BTC-PERP".into(),
-        winner: l,
-        loser: a,
-    });
-    let events = v.ok(CommandKind::SettleVenueClaims {
-        market: "BTC-PERP".into(),
-        loser: a,
-    });
-    let Event::VenueClaimsSettled {
-        to_treasury,
-        to_insurance,
-        ..
-    } = &events[0]
-    else {
+    let Event::PnlSettled { amount, .. } = &events[0] else {
         panic!("{events:?}")
     };
-    assert_eq!((*to_treasury, *to_insurance), (qty("42"), qty("112.5")));
-    // A paid 10,000 from its deposit and borrowed the other 5,480.
-    assert!(v.engine.sub_accounts()[a as usize].perps.is_empty());
-    assert_eq!(v.engine.balance_native(a, 0).unwrap().raw(), -5_480_000_000);
-    // Debt and nothing to seize: the USDC insurance fund pays it.
+    assert_eq!(*amount, qty("10000"));
+    assert!(v.engine.sub_accounts()[a as usize].balances.is_empty());
+    for kind in [
+        CommandKind::SettlePnl {
+            market: "BTC-PERP".into(),
+            winner: l,
+            loser: a,
+        },
+        CommandKind::SettleVenueClaims {
+            market: "BTC-PERP".into(),
+            loser: a,
+        },
+    ] {
+        let r = v.rejected(kind);
+        assert_eq!(r.code, "nothing_to_settle", "{r}");
+        assert!(r.message.contains("no collateral"), "{r}");
+    }
+    // The deficit of 5,480 stays in the perp position: the venue's claims (154.5) are written off, and the USDC
+    // insurance fund pays the winners what they are owed: B 4,988 (ranked first: profit / equity is 4,988 / 104,988
+    // against the liquidator's 337.5 / 100,337.5), then the liquidator 337.5. Nothing is socialized.
     let events = v.ok(CommandKind::ResolveBankruptcy { target: a });
-    let Event::BankruptcyResolved {
+    let Event::PerpBankruptcyResolved {
+        deficit,
+        from_venue_claims,
         covered_by_insurance,
         socialized,
+        bankruptcy_price,
         ..
     } = &events[0]
     else {
         panic!("{events:?}")
     };
+    assert_eq!(*deficit, quote("5480"));
+    assert_eq!(*from_venue_claims, quote("154.5"));
+    assert_eq!(*covered_by_insurance, qty("5325.5"));
+    assert_eq!(*socialized, quote("0"));
+    assert_eq!(*bankruptcy_price, None);
+    let paid: Vec<(u32, _)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::InsurancePaidWinner { winner, amount, .. } => Some((*winner, *amount)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paid, vec![(b, qty("4988")), (l, qty("337.5"))]);
+    assert!(v.engine.sub_accounts()[a as usize].perps.is_empty());
     assert_eq!(
-        (*covered_by_insurance, *socialized),
-        (qty("5480"), qty("0"))
+        v.engine.balance_native(b, 0).unwrap().raw(),
+        114_988_000_000
     );
-    assert!(v.engine.sub_accounts()[a as usize].balances.is_empty());
+    let market = &v.engine.markets()[0];
+    assert_eq!(
+        (
+            market.claims_written_off,
+            market.insurance_paid,
+            market.socialized_loss
+        ),
+        (quote("154.5"), quote("5325.5"), quote("0"))
+    );
+    assert_eq!(v.engine.pool(0).bad_debt_covered.raw(), 5_325_500_000);
+    v.engine.check_invariants().unwrap();
+}
+
+#[test]
+fn a_loser_with_other_collateral_borrows_to_settle_and_the_debt_goes_to_the_lending_waterfall() {
+    let (mut v, a, b) = long_and_short();
+    // A also holds 0.01 BTC (600 USD): a settlement may borrow against it.
+    v.deposit(a, "BTC", "0.01");
+    let l = v.sub(4, MarginSpec::Cross);
+    v.deposit(l, "USDC", "100000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.t += 1;
+    v.price("BTC", "45000");
+    v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: a,
+    });
+    let events = v.ok(CommandKind::SettlePnl {
+        market: "BTC-PERP".into(),
+        winner: b,
+        loser: a,
+    });
+    let Event::PnlSettled { amount, .. } = &events[0] else {
+        panic!("{events:?}")
+    };
+    // All of B's 14,988: 10,000 from the deposit, 4,988 borrowed.
+    assert_eq!(*amount, qty("14988"));
+    assert_eq!(v.engine.balance_native(a, 0).unwrap().raw(), -4_988_000_000);
     v.engine.check_invariants().unwrap();
 }
 

@@ -238,6 +238,7 @@ liquidation_insurance_share = "0.25"
 liquidation_max_step_notional = "5000000"
 insurance_unstake_cooldown_s = 604800
 socialized_loss_withdrawal_pause_s = 86400
+bankruptcy_waterfall = ["insurance", "socialize"]
 
 [[tier]]
 name = "major"

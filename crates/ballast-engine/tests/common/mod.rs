@@ -316,6 +316,13 @@ pub fn config_with(
 
 /// The example protocol without size premia, so that expected health is a short formula.
 pub fn flat_config() -> ProtocolConfig {
+    flat_config_with(|_| {})
+}
+
+/// [`flat_config`] with further changes.
+pub fn flat_config_with(
+    change: impl FnOnce(&mut ballast_engine::config::ProtocolFile),
+) -> ProtocolConfig {
     config_with(|f| {
         for a in &mut f.asset {
             a.size_premium_factor = ballast_num::Ratio::ZERO;
@@ -323,6 +330,7 @@ pub fn flat_config() -> ProtocolConfig {
         for m in &mut f.market {
             m.size_premium_factor = ballast_num::Ratio::ZERO;
         }
+        change(f);
     })
 }
 
@@ -476,7 +484,8 @@ pub fn proptest_config(test: &str, cases: u32, default_seed: u64) -> proptest::t
 
 /// A perp-heavy stream: `n_traders` cross sub-accounts with 5,000 to 100,000 USDC trade BTC-PERP and ETH-PERP with
 /// each other at up to about 15x, prices random-walk with shocks of up to 25%, funding samples arrive, and a
-/// liquidator (sub-account 0, 10M USDC) sweeps all traders after every price move. Some fills and liquidations are
+/// liquidator (sub-account 0, 10M USDC) sweeps each trader with even odds after every price move; every trader is then
+/// settled against a random counterparty and the venue, and put through `resolve_bankruptcy`. Some fills and liquidations are
 /// refused; that is part of the test.
 pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
     let mut rng = Rng::new(seed);
@@ -598,13 +607,17 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
             ));
         }
         for target in 1..=n_traders {
-            out.push(cmd(
-                t,
-                CommandKind::Liquidate {
-                    liquidator: 0,
-                    target,
-                },
-            ));
+            // Now and then no liquidator acts in time, so that settlement drains a bankrupt trader's collateral and
+            // its open positions go to auto-deleveraging.
+            if !rng.chance(50) {
+                out.push(cmd(
+                    t,
+                    CommandKind::Liquidate {
+                        liquidator: 0,
+                        target,
+                    },
+                ));
+            }
             // Settle against a random counterparty (or the liquidator) and the venue, then resolve what is left.
             let winner = rng.below(n_traders as u64 + 1) as u32;
             for market in ["BTC-PERP", "ETH-PERP"] {

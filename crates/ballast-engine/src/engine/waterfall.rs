@@ -1,0 +1,643 @@
+//! The loss waterfall: who absorbs a bankrupt sub-account's deficit, to the last unit.
+//!
+//! `resolve_bankruptcy` (permissionless) takes a sub-account that holds no collateral (no deposit in any asset) and
+//! whose perp positions are each worth zero or less at the oracle price (funding settled). A profitable position is
+//! an asset: it must be liquidated (open) or settled (flat) first. The command resolves, in this order:
+//!
+//! 1. **Each perp position, in market order.** Its deficit is its negative value at the oracle. The steps of
+//!    `[protocol] bankruptcy_waterfall` apply in their configured order:
+//!    - `venue_claims`: the venue's unsettled claims in the market (trading fees, then the insurance share of
+//!      liquidation fees) are written off against the deficit;
+//!    - `insurance`: the quote asset's insurance fund pays, up to the market tier's `insurance_cap_per_bankruptcy`,
+//!      straight to the market's winning positions in ranking order (their unsettled profit becomes tokens);
+//!    - `socialize`: auto-deleveraging (ADL). An open position is closed against the ranked positions on the other
+//!      side at its **bankruptcy price**, the price at which its value is exactly zero after the earlier steps:
+//!      `p = -quote / base`. The first-ranked position is closed as far as needed, then the next. Each chunk moves
+//!      the bankrupt position's quote pro rata to the base it closes, apportioned exactly (the last chunk takes the
+//!      remainder), so the bankrupt position ends at exactly zero. A position a liquidator already closed (flat,
+//!      with a negative quote balance) has nothing left to close: its deficit is cut from the ranked positions'
+//!      unsettled profit instead, which moves the same value as closing them at the bankruptcy price and
+//!      reopening at the oracle. The venue's own unsettled claims are the rest of the other side: what the winners'
+//!      profit cannot cover comes from them (whether or not `venue_claims` is a configured step), and the last
+//!      micro-dollars a rounding leaves from the venue's funding rounding.
+//! 2. **Each debt, in asset order** (the lending waterfall): that asset's insurance fund pays up to its tier's cap,
+//!    and the rest is written off against the pool's depositors by a supply-index haircut.
+//!
+//! After any socialized loss, withdrawals and borrows of the pool that took it (the quote asset's for ADL) pause
+//! for `socialized_loss_withdrawal_pause_s`. Every unit lands in a ledger: per market `claims_written_off`,
+//! `insurance_paid` and `socialized_loss`; per pool `bad_debt_covered` and `socialized_loss`.
+//!
+//! ## ADL ranking
+//!
+//! Every other position in the market is ranked, BitMEX-style, by profit and leverage:
+//!
+//! ```text
+//! score = (value / notional) * (notional / equity) = value / equity
+//! ```
+//!
+//! with `value` the position's unsettled PnL at the oracle (funding settled), `notional = |base| * oracle` and
+//! `equity` the whole sub-account's value at oracle prices (deposits minus debts plus every position's value, with
+//! no weights). Profitable positions come first, highest score first; a profitable position in a sub-account with
+//! zero or negative equity is treated as infinitely levered and ranks at the top. Then the unprofitable ones,
+//! smallest loss first. Ties go to the higher value, then the lower sub-account id. Deleveraging takes positions in
+//! this order, skipping those on the bankrupt position's own side.
+
+use super::*;
+use crate::config::WaterfallStep;
+use crate::perp::settle_funding;
+use std::cmp::Ordering;
+
+/// Another sub-account's position in the market being resolved, as the waterfall sees it.
+struct Candidate {
+    id: SubAccountId,
+    /// The stored position, before funding was settled.
+    stored: PerpPosition,
+    /// Funding settled, and changed by the waterfall as it goes.
+    position: PerpPosition,
+    /// Value at the oracle when ranked, micro-USD.
+    value: Quote,
+    /// `value / equity` (see the module docs); meaningful for profitable positions only.
+    score: Ratio,
+    /// Changed by the waterfall: its funding settlement is booked and it is written back.
+    touched: bool,
+}
+
+/// What one market's resolution did, for its summary event and ledgers.
+#[derive(Default)]
+struct Outcome {
+    from_claims: Quote,
+    insurance_tokens: TokenAmount,
+    insurance_paid: Quote,
+    socialized: Quote,
+    bankruptcy_price: Option<Price>,
+}
+
+impl Engine {
+    pub(super) fn resolve_bankruptcy(&mut self, now_s: u64, target: SubAccountId) -> Applied {
+        let sub = self.sub_account(target)?;
+        if sub.balances.iter().any(|b| b.scaled > 0) {
+            return Err(reject(
+                "not_bankrupt",
+                format!("sub-account {target} still holds collateral: liquidate it first"),
+            ));
+        }
+        if sub.balances.is_empty() && sub.perps.is_empty() {
+            return Err(reject(
+                "not_bankrupt",
+                format!("sub-account {target} owes nothing"),
+            ));
+        }
+        let markets: Vec<MarketIdx> = sub.perps.iter().map(|p| p.market).collect();
+        for &m in &markets {
+            let (position, value) = self.settled_value(now_s, target, m)?;
+            if value.is_positive() {
+                let symbol = &self.market_configs[m as usize].symbol;
+                let first = if position.base.is_zero() {
+                    "settle its PnL"
+                } else {
+                    "liquidate it"
+                };
+                return Err(reject(
+                    "not_bankrupt",
+                    format!(
+                        "sub-account {target}'s {symbol} position is worth {value} {}: {first} first",
+                        self.label()
+                    ),
+                ));
+            }
+        }
+        let mut events = Vec::new();
+        let mut touched = vec![target];
+        for m in markets {
+            self.resolve_perp_position(now_s, target, m, &mut events, &mut touched)?;
+        }
+        self.resolve_debts(now_s, target, &mut events)?;
+        touched.sort_unstable();
+        touched.dedup();
+        self.refresh_touched(now_s, &touched, &mut events)?;
+        Ok(events)
+    }
+
+    /// A position's funding-settled copy and its value at a usable oracle price (rounded down).
+    fn settled_value(
+        &self,
+        now_s: u64,
+        id: SubAccountId,
+        m: MarketIdx,
+    ) -> Result<(PerpPosition, Quote), Rejection> {
+        let symbol = &self.market_configs[m as usize].symbol;
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let oracle = self.usable_price(
+            underlying,
+            now_s,
+            Guard::Liquidation,
+            &format!("resolving a bankruptcy in {symbol}"),
+        )?;
+        let mut position = *self.sub_accounts[id as usize]
+            .perp(m)
+            .expect("listed from the sub-account's positions");
+        settle_funding(
+            &mut position,
+            self.markets[m as usize].funding_index,
+            decimals,
+        )?;
+        let value = oracle
+            .value_floor(position.base, decimals)?
+            .checked_add(position.quote)?;
+        Ok((position, value))
+    }
+
+    /// The whole sub-account's value at oracle prices, without weights: deposits minus debts plus every position's
+    /// value (funding settled). Balances in an asset without a price count as zero. Used to rank ADL only.
+    fn equity_at_oracle(&self, sub: &SubAccount, risks: &RiskTable) -> NumResult<Quote> {
+        let mut total = Quote::ZERO;
+        for b in &sub.balances {
+            let risk = &risks.assets[b.asset as usize];
+            if let Some(o) = risk.oracle {
+                let amount = Self::native_of(b.scaled, risk)?;
+                total = total.checked_add(o.price.value_floor(amount, risk.decimals)?)?;
+            }
+        }
+        for p in &sub.perps {
+            let risk = &risks.markets[p.market as usize];
+            if let Some(price) = risk.oracle {
+                let mut settled = *p;
+                settle_funding(&mut settled, risk.funding_index, risk.decimals)?;
+                total = total
+                    .checked_add(price.value_floor(settled.base, risk.decimals)?)?
+                    .checked_add(settled.quote)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Every other position in market `m`, in ADL order (module docs).
+    fn adl_ranking(
+        &self,
+        now_s: u64,
+        m: MarketIdx,
+        target: SubAccountId,
+        oracle: Price,
+    ) -> NumResult<Vec<Candidate>> {
+        let risks = self.all_risks(now_s)?;
+        let decimals = risks.markets[m as usize].decimals;
+        let index = self.markets[m as usize].funding_index;
+        let mut ranked = Vec::with_capacity(self.market_holders[m as usize].len());
+        for &id in &self.market_holders[m as usize] {
+            if id == target {
+                continue;
+            }
+            let sub = &self.sub_accounts[id as usize];
+            let stored = *sub.perp(m).expect("the holder index lists only holders");
+            let mut position = stored;
+            settle_funding(&mut position, index, decimals)?;
+            let value = oracle
+                .value_floor(position.base, decimals)?
+                .checked_add(position.quote)?;
+            let infinite = Ratio::from_raw(i128::MAX);
+            let score = if !value.is_positive() {
+                Ratio::ZERO
+            } else {
+                let equity = self.equity_at_oracle(sub, &risks)?;
+                if equity.is_positive() {
+                    Ratio::from_fraction(value.raw(), equity.raw(), Rounding::Floor)
+                        .unwrap_or(infinite)
+                } else {
+                    infinite
+                }
+            };
+            ranked.push(Candidate {
+                id,
+                stored,
+                position,
+                value,
+                score,
+                touched: false,
+            });
+        }
+        ranked.sort_by(|a, b| {
+            let (pa, pb) = (a.value.is_positive(), b.value.is_positive());
+            pb.cmp(&pa)
+                .then_with(|| {
+                    if pa {
+                        b.score.cmp(&a.score)
+                    } else {
+                        Ordering::Equal
+                    }
+                })
+                .then(b.value.cmp(&a.value))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(ranked)
+    }
+
+    /// Runs the perp waterfall (module docs) on the target's position in market `m`.
+    fn resolve_perp_position(
+        &mut self,
+        now_s: u64,
+        target: SubAccountId,
+        m: MarketIdx,
+        events: &mut Vec<Event>,
+        touched_ids: &mut Vec<SubAccountId>,
+    ) -> Result<(), Rejection> {
+        let config = &self.market_configs[m as usize];
+        let symbol = config.symbol.clone();
+        let insurance_cap = self
+            .perp_tiers
+            .iter()
+            .find(|t| t.name == config.tier)
+            .expect("validated tier")
+            .insurance_cap_per_bankruptcy;
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let oracle = self.usable_price(
+            underlying,
+            now_s,
+            Guard::Liquidation,
+            &format!("resolving a bankruptcy in {symbol}"),
+        )?;
+        let value = |p: &PerpPosition| -> NumResult<Quote> {
+            oracle.value_floor(p.base, decimals)?.checked_add(p.quote)
+        };
+        let mut market = self.markets[m as usize].clone();
+        let mut tp = *self.sub_accounts[target as usize]
+            .perp(m)
+            .expect("listed from the target's positions");
+        market.settle_position_funding(&mut tp, decimals)?;
+        let deficit = value(&tp)?.checked_neg()?;
+        debug_assert!(!deficit.is_negative(), "checked by resolve_bankruptcy");
+        let mut ranked = self.adl_ranking(now_s, m, target, oracle)?;
+        // Books a candidate's funding settlement in the market the first time the waterfall changes it.
+        let touch = |c: &mut Candidate, market: &mut Market| -> NumResult<()> {
+            if !c.touched {
+                let mut fresh = c.stored;
+                market.settle_position_funding(&mut fresh, decimals)?;
+                debug_assert_eq!(
+                    fresh.quote,
+                    c.value
+                        .checked_sub(oracle.value_floor(fresh.base, decimals)?)?
+                );
+                c.touched = true;
+            }
+            Ok(())
+        };
+        let quote_asset = self.quote_asset;
+        let quote_config = &self.assets[quote_asset as usize];
+        let mut pool = self.pools[quote_asset as usize].clone();
+        pool.accrue(now_s, &quote_config.interest, quote_config.reserve_factor)?;
+        let start = events.len();
+        let mut out = Outcome::default();
+        // The target's deficit still to absorb: always exactly minus its value at the oracle.
+        let mut remaining = deficit;
+        for step in self.protocol.bankruptcy_waterfall.clone() {
+            match step {
+                WaterfallStep::VenueClaims => {
+                    let taken = Self::write_off_claims(&mut market, remaining)?;
+                    tp.quote = tp.quote.checked_add(taken)?;
+                    remaining = remaining.checked_sub(taken)?;
+                    out.from_claims = out.from_claims.checked_add(taken)?;
+                }
+                WaterfallStep::Insurance => {
+                    let fund = self.tokens_worth_floor(Self::insurance_value(&pool)?)?;
+                    let mut budget = remaining.min(insurance_cap).min(fund);
+                    for c in ranked.iter_mut() {
+                        if !budget.is_positive() {
+                            break;
+                        }
+                        let owed = value(&c.position)?;
+                        let sub = &self.sub_accounts[c.id as usize];
+                        if !owed.is_positive()
+                            || self.check_may_hold(sub, c.id, quote_asset).is_err()
+                        {
+                            continue;
+                        }
+                        let held = sub.scaled(quote_asset);
+                        let tokens = self.quote_tokens_floor(budget.min(owed))?;
+                        if tokens.is_zero() {
+                            continue;
+                        }
+                        let paid = self.tokens_worth_floor(tokens)?;
+                        touch(c, &mut market)?;
+                        pool.insurance_scaled -= pool.withdraw(tokens, pool.insurance_scaled)?;
+                        let (scaled, _) = pool.credit(held, tokens)?;
+                        pool.internal_move(tokens)?;
+                        self.commit_balance(c.id, quote_asset, scaled);
+                        c.position.quote = c.position.quote.checked_sub(paid)?;
+                        tp.quote = tp.quote.checked_add(paid)?;
+                        remaining = remaining.checked_sub(paid)?;
+                        budget = budget.checked_sub(paid)?;
+                        out.insurance_tokens = out.insurance_tokens.checked_add(tokens)?;
+                        out.insurance_paid = out.insurance_paid.checked_add(paid)?;
+                        events.push(Event::InsurancePaidWinner {
+                            market: symbol.clone(),
+                            bankrupt: target,
+                            winner: c.id,
+                            amount: self.quantity(quote_asset, tokens)?,
+                        });
+                    }
+                    pool.bad_debt_covered =
+                        pool.bad_debt_covered.checked_add(out.insurance_tokens)?;
+                }
+                WaterfallStep::Socialize => {
+                    if tp.base.is_zero() {
+                        // Cut the ranked winners' profit: first what their rounded-down values allow, then (only if
+                        // that rounds short) the last fraction of a micro-dollar their true values still hold.
+                        for rounding in [Rounding::Floor, Rounding::Ceil] {
+                            for (rank, c) in ranked.iter_mut().enumerate() {
+                                if !remaining.is_positive() {
+                                    break;
+                                }
+                                let profit = oracle
+                                    .value(c.position.base, decimals, rounding)?
+                                    .checked_add(c.position.quote)?;
+                                let cut = remaining.min(profit);
+                                if !cut.is_positive() {
+                                    continue;
+                                }
+                                touch(c, &mut market)?;
+                                c.position.quote = c.position.quote.checked_sub(cut)?;
+                                tp.quote = tp.quote.checked_add(cut)?;
+                                remaining = remaining.checked_sub(cut)?;
+                                out.socialized = out.socialized.checked_add(cut)?;
+                                events.push(Event::Deleveraged {
+                                    market: symbol.clone(),
+                                    bankrupt: target,
+                                    counterparty: c.id,
+                                    rank: rank as u32 + 1,
+                                    base: TokenQuantity::ZERO,
+                                    value_lost: cut,
+                                });
+                            }
+                        }
+                        if remaining.is_positive() {
+                            // Winners' profit and venue claims together always cover a deficit, but for the
+                            // venue's funding rounding: take the claims left, then whole micro-dollars of the dust
+                            // (with every position's funding booked, so the dust is all there).
+                            let taken = Self::write_off_claims(&mut market, remaining)?;
+                            tp.quote = tp.quote.checked_add(taken)?;
+                            remaining = remaining.checked_sub(taken)?;
+                            out.from_claims = out.from_claims.checked_add(taken)?;
+                        }
+                        if remaining.is_positive() {
+                            for c in ranked.iter_mut() {
+                                touch(c, &mut market)?;
+                            }
+                            let d =
+                                ballast_num::pow10(decimals as u32 + ballast_num::QUOTE_DECIMALS)?;
+                            let whole = Quote::from_raw(market.funding_dust / d);
+                            let taken = remaining.min(whole);
+                            market.funding_dust -= taken.raw() * d;
+                            tp.quote = tp.quote.checked_add(taken)?;
+                            remaining = remaining.checked_sub(taken)?;
+                            out.from_claims = out.from_claims.checked_add(taken)?;
+                        }
+                        if remaining.is_positive() {
+                            return Err(reject(
+                                "perp_insolvent",
+                                format!("{symbol}: the market's winners and the venue's claims cannot absorb sub-account {target}'s deficit of {remaining}"),
+                            ));
+                        }
+                    } else {
+                        out.bankruptcy_price = Some(self.deleverage(
+                            target,
+                            &symbol,
+                            oracle,
+                            decimals,
+                            &mut tp,
+                            &mut market,
+                            &mut ranked,
+                            &touch,
+                            events,
+                        )?);
+                        out.socialized = remaining;
+                        remaining = Quote::ZERO;
+                    }
+                }
+            }
+        }
+        debug_assert!(remaining.is_zero() && tp.base.is_zero() && tp.quote.is_zero());
+        debug_assert_eq!(
+            out.from_claims
+                .checked_add(out.insurance_paid)?
+                .checked_add(out.socialized)?,
+            deficit
+        );
+        market.claims_written_off = market.claims_written_off.checked_add(out.from_claims)?;
+        market.insurance_paid = market.insurance_paid.checked_add(out.insurance_paid)?;
+        market.socialized_loss = market.socialized_loss.checked_add(out.socialized)?;
+        if out.socialized.is_positive() {
+            pool.withdrawals_paused_until_s =
+                now_s + self.protocol.socialized_loss_withdrawal_pause_s;
+        }
+        self.commit_pool(quote_asset, pool);
+        self.commit_market(m, market);
+        self.commit_perp(target, m, None);
+        for c in ranked.iter().filter(|c| c.touched) {
+            let p = c.position;
+            let keep = !p.base.is_zero() || !p.quote.is_zero();
+            self.commit_perp(c.id, m, keep.then_some(p));
+            touched_ids.push(c.id);
+        }
+        events.insert(
+            start,
+            Event::PerpBankruptcyResolved {
+                target,
+                market: symbol,
+                deficit,
+                from_venue_claims: out.from_claims,
+                covered_by_insurance: self.quantity(quote_asset, out.insurance_tokens)?,
+                socialized: out.socialized,
+                bankruptcy_price: out.bankruptcy_price,
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes off up to `amount` of the venue's claims in a market, fees first; returns how much.
+    fn write_off_claims(market: &mut Market, amount: Quote) -> NumResult<Quote> {
+        let fees = amount.min(market.fees_collected);
+        let insurance = amount.checked_sub(fees)?.min(market.insurance_collected);
+        market.fees_collected = market.fees_collected.checked_sub(fees)?;
+        market.insurance_collected = market.insurance_collected.checked_sub(insurance)?;
+        fees.checked_add(insurance)
+    }
+
+    /// Closes the target's open position `tp` against the ranked positions on the other side, at the price where its
+    /// value is zero; returns that price (rounded down). `tp` ends at exactly zero.
+    #[allow(clippy::too_many_arguments)]
+    fn deleverage(
+        &self,
+        target: SubAccountId,
+        symbol: &str,
+        oracle: Price,
+        decimals: u8,
+        tp: &mut PerpPosition,
+        market: &mut Market,
+        ranked: &mut [Candidate],
+        touch: &impl Fn(&mut Candidate, &mut Market) -> NumResult<()>,
+        events: &mut Vec<Event>,
+    ) -> Result<Price, Rejection> {
+        let long = tp.base.is_positive();
+        let total = tp.base.abs()?;
+        let quote = tp.quote;
+        let d = ballast_num::pow10(decimals as u32 + ballast_num::QUOTE_DECIMALS)?;
+        let bankruptcy_price = Price::from_raw(ballast_num::mul_div(
+            quote.checked_neg()?.raw(),
+            d,
+            tp.base.raw(),
+            Rounding::Floor,
+        )?);
+        let mut left = total;
+        for (rank, c) in ranked.iter_mut().enumerate() {
+            if left.is_zero() {
+                break;
+            }
+            if c.position.base.is_zero() || c.position.base.is_positive() == long {
+                continue;
+            }
+            let size = c.position.base.abs()?.min(left);
+            let left_after = left.checked_sub(size)?;
+            // The target's quote shrinks pro rata to its remaining base; the counterparty takes the difference.
+            let quote_after = Quote::from_raw(ballast_num::mul_div(
+                quote.raw(),
+                left_after.raw(),
+                total.raw(),
+                Rounding::Floor,
+            )?);
+            let moved = tp.quote.checked_sub(quote_after)?;
+            let signed = if long { size } else { size.checked_neg()? };
+            let value_before = oracle
+                .value_floor(c.position.base, decimals)?
+                .checked_add(c.position.quote)?;
+            touch(c, market)?;
+            let old_long = [
+                tp.base.max(TokenAmount::ZERO),
+                c.position.base.max(TokenAmount::ZERO),
+            ];
+            tp.base = tp.base.checked_sub(signed)?;
+            tp.quote = quote_after;
+            c.position.base = c.position.base.checked_add(signed)?;
+            c.position.quote = c.position.quote.checked_add(moved)?;
+            let new_long = [
+                tp.base.max(TokenAmount::ZERO),
+                c.position.base.max(TokenAmount::ZERO),
+            ];
+            for (o, n) in old_long.iter().zip(new_long) {
+                market.open_interest = market.open_interest.checked_add(n.checked_sub(*o)?)?;
+            }
+            let value_after = oracle
+                .value_floor(c.position.base, decimals)?
+                .checked_add(c.position.quote)?;
+            events.push(Event::Deleveraged {
+                market: symbol.to_string(),
+                bankrupt: target,
+                counterparty: c.id,
+                rank: rank as u32 + 1,
+                base: TokenQuantity::from_native(signed, decimals)?,
+                value_lost: value_before.checked_sub(value_after)?,
+            });
+            left = left_after;
+        }
+        if !left.is_zero() {
+            // Every fill is two-sided, so the other side always holds at least the bankrupt position's size.
+            return Err(reject(
+                "perp_insolvent",
+                format!("{symbol}: the other side holds less than sub-account {target}'s position"),
+            ));
+        }
+        Ok(bankruptcy_price)
+    }
+
+    /// The lending waterfall for every debt of a sub-account with nothing left to seize, in asset order: that
+    /// asset's insurance fund pays up to its tier's cap (if `insurance` is a waterfall step), and the rest is written
+    /// off against the pool's depositors by a supply-index haircut, after which the pool's withdrawals pause. Every
+    /// unit is in the event and in the pool's ledger totals.
+    fn resolve_debts(
+        &mut self,
+        now_s: u64,
+        target: SubAccountId,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let debts: Vec<(AssetIdx, i128)> = self.sub_accounts[target as usize]
+            .balances
+            .iter()
+            .map(|b| (b.asset, b.scaled))
+            .collect();
+        let insured = self
+            .protocol
+            .bankruptcy_waterfall
+            .contains(&WaterfallStep::Insurance);
+        let mut touched_assets = Vec::new();
+        for (asset, scaled) in debts {
+            debug_assert!(scaled < 0, "collateral was refused before");
+            let config = &self.assets[asset as usize];
+            let symbol = config.symbol.clone();
+            let decimals = config.decimals;
+            let tier = self
+                .tiers
+                .iter()
+                .find(|t| t.name == config.tier)
+                .expect("validated tier");
+            let mut pool = self.pools[asset as usize].clone();
+            pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+            let owed = pool.borrow_native(-scaled)?;
+            let cap = match self.oracles[asset as usize] {
+                Some(o) if insured => o.price.amount_for_value(
+                    tier.insurance_cap_per_bankruptcy,
+                    decimals,
+                    Rounding::Floor,
+                )?,
+                _ => TokenAmount::ZERO,
+            };
+            let covered = owed.min(Self::insurance_value(&pool)?).min(cap);
+            let mut remaining = scaled;
+            if covered.is_positive() {
+                pool.insurance_scaled -= pool.withdraw(covered, pool.insurance_scaled)?;
+                remaining += pool.repay(covered, -scaled)?;
+                pool.internal_move(covered)?;
+                pool.bad_debt_covered = pool.bad_debt_covered.checked_add(covered)?;
+            }
+            let supply_index_before = pool.supply_index;
+            let socialized = if remaining < 0 {
+                // The ledger records exactly what the insurance did not cover; the index haircut rounds in the
+                // venue's favour and its remainder goes to the rounding surplus.
+                let uncovered = owed.checked_sub(covered)?;
+                match pool.socialize(-remaining, uncovered)? {
+                    Some(amount) => {
+                        pool.withdrawals_paused_until_s =
+                            now_s + self.protocol.socialized_loss_withdrawal_pause_s;
+                        amount
+                    }
+                    None => {
+                        return Err(reject(
+                            "pool_insolvent",
+                            format!("the {symbol} pool's depositors cannot absorb sub-account {target}'s debt"),
+                        ))
+                    }
+                }
+            } else {
+                TokenAmount::ZERO
+            };
+            events.push(Event::BankruptcyResolved {
+                target,
+                asset: symbol,
+                debt: TokenQuantity::from_native(owed, decimals)?,
+                covered_by_insurance: TokenQuantity::from_native(covered, decimals)?,
+                socialized: TokenQuantity::from_native(socialized, decimals)?,
+                supply_index_before,
+                supply_index_after: pool.supply_index,
+            });
+            self.commit_pool(asset, pool);
+            self.commit_balance(target, asset, 0);
+            if socialized.is_positive() {
+                touched_assets.push(asset);
+            }
+        }
+        // Depositors of a haircut pool lost collateral value: re-check them.
+        for asset in touched_assets {
+            self.reevaluate_holders(now_s, asset, events)?;
+        }
+        Ok(())
+    }
+}
