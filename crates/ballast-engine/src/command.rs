@@ -127,8 +127,31 @@ pub enum CommandKind {
         sub_account: SubAccountId,
         asset: String,
     },
-    /// Runs the loss waterfall for a sub-account with debts and nothing left to seize.
+    /// Runs the loss waterfall for a sub-account with no collateral left: its perp deficits, then its debts.
     ResolveBankruptcy { target: SubAccountId },
+    /// Opens the counterparty liquidity pool: a venue-owned sub-account that takes the other side of pool trades and
+    /// backstops liquidations, owned by liquidity providers through shares (administrative; once).
+    OpenCounterpartyPool {},
+    /// A liquidity provider moves `amount` of the quote asset from its deposit into the pool, for shares.
+    PoolDeposit {
+        sub_account: SubAccountId,
+        amount: TokenQuantity,
+    },
+    /// A liquidity provider redeems `shares` for quote-asset tokens at the pool's value.
+    PoolWithdraw {
+        sub_account: SubAccountId,
+        shares: TokenQuantity,
+    },
+    /// A trade against the pool at the oracle price plus size-dependent price impact; `side` is the trader's.
+    PoolTrade {
+        market: String,
+        sub_account: SubAccountId,
+        side: Side,
+        size: TokenQuantity,
+    },
+    /// Anyone may ask the pool to liquidate a sub-account below maintenance: it takes over the position (at the
+    /// oracle price less the liquidation fee) or collateral like a registered liquidator would.
+    PoolLiquidate { target: SubAccountId },
     /// Allows a sub-account to liquidate others (administrative; governance later).
     RegisterLiquidator { sub_account: SubAccountId },
     /// A registered liquidator takes over as much of a target's risk (below maintenance) as brings it back to
@@ -357,6 +380,34 @@ pub enum Event {
         rank: u32,
         base: TokenQuantity,
         value_lost: Quote,
+    },
+    CounterpartyPoolOpened {
+        sub_account: SubAccountId,
+    },
+    /// `shares` (6 decimals; the first share is worth 1 USD) for `amount` quote-asset tokens, the pool valued at
+    /// `pool_value` before the deposit.
+    PoolDeposited {
+        sub_account: SubAccountId,
+        amount: TokenQuantity,
+        shares: TokenQuantity,
+        pool_value: Quote,
+    },
+    PoolWithdrawn {
+        sub_account: SubAccountId,
+        shares: TokenQuantity,
+        amount: TokenQuantity,
+        pool_value: Quote,
+    },
+    /// A trade against the pool (the fill itself follows as `perp_filled`, the pool as maker): `impact` is the
+    /// price impact the trader paid over (buy) or under (sell) the oracle price.
+    PoolTraded {
+        market: String,
+        sub_account: SubAccountId,
+        side: Side,
+        size: TokenQuantity,
+        oracle_price: Price,
+        price: Price,
+        impact: Ratio,
     },
     LiquidatorRegistered {
         sub_account: SubAccountId,

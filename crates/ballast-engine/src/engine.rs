@@ -24,7 +24,10 @@ use crate::pool::Pool;
 use ballast_num::{NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQuantity};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod lp_pool;
 mod waterfall;
+
+pub use lp_pool::{LpPool, POOL_OWNER};
 
 /// Index of a listed asset, in listing order.
 pub type AssetIdx = u16;
@@ -109,6 +112,9 @@ pub struct Engine {
     pub(crate) liquidators: BTreeSet<SubAccountId>,
     /// Insurance fund stakes by (sub-account, asset).
     pub(crate) stakes: BTreeMap<(SubAccountId, AssetIdx), Stake>,
+    /// The counterparty liquidity pool, and its liquidity providers' shares by sub-account.
+    pub(crate) lp: LpPool,
+    pub(crate) lp_shares: BTreeMap<SubAccountId, i128>,
     /// Sequencer time of the last applied command, seconds.
     pub(crate) now_s: u64,
     /// Commands applied so far.
@@ -131,6 +137,8 @@ struct Journal {
     perps: Vec<(SubAccountId, MarketIdx, Option<PerpPosition>)>,
     markets: Vec<(MarketIdx, Market)>,
     stakes: Vec<(SubAccountId, AssetIdx, Option<Stake>)>,
+    lp: Option<LpPool>,
+    lp_shares: Vec<(SubAccountId, Option<i128>)>,
 }
 
 /// Virtual shares and native units added to every insurance fund when pricing its shares (see `stake_insurance`).
@@ -202,6 +210,8 @@ impl Engine {
             market_holders: Vec::new(),
             liquidators: BTreeSet::new(),
             stakes: BTreeMap::new(),
+            lp: LpPool::default(),
+            lp_shares: BTreeMap::new(),
         };
         for asset in config.assets {
             engine.push_asset(asset);
@@ -311,6 +321,15 @@ impl Engine {
                 None => self.stakes.remove(&(id, asset)),
             };
         }
+        if let Some(lp) = journal.lp {
+            self.lp = lp;
+        }
+        for (id, shares) in journal.lp_shares.into_iter().rev() {
+            match shares {
+                Some(s) => self.lp_shares.insert(id, s),
+                None => self.lp_shares.remove(&id),
+            };
+        }
         #[cfg(debug_assertions)]
         self.check_invariants()
             .expect("invariant broken by a roll-back");
@@ -338,6 +357,7 @@ impl Engine {
         }
         let now = command.timestamp;
         self.journal = Journal::default();
+        self.refuse_pool_as_actor(&command.kind)?;
         let result = match &command.kind {
             CommandKind::CreateAccount { owner } => self.create_account(*owner),
             CommandKind::OpenSubAccount { owner, margin } => self.open_sub_account(*owner, margin),
@@ -400,6 +420,22 @@ impl Engine {
             CommandKind::Liquidate { liquidator, target } => {
                 self.liquidate(now, *liquidator, *target)
             }
+            CommandKind::OpenCounterpartyPool {} => self.open_counterparty_pool(),
+            CommandKind::PoolDeposit {
+                sub_account,
+                amount,
+            } => self.pool_deposit(now, *sub_account, *amount),
+            CommandKind::PoolWithdraw {
+                sub_account,
+                shares,
+            } => self.pool_withdraw(now, *sub_account, *shares),
+            CommandKind::PoolTrade {
+                market,
+                sub_account,
+                side,
+                size,
+            } => self.pool_trade(now, market, *sub_account, *side, *size),
+            CommandKind::PoolLiquidate { target } => self.pool_liquidate(now, *target),
             CommandKind::UpdateFunding { market, mark_price } => {
                 self.update_funding(now, market, *mark_price)
             }
@@ -1354,6 +1390,33 @@ impl Engine {
         }
     }
 
+    /// A fill's size in native base units, if the market is not paused and the size is a positive multiple of its
+    /// step.
+    fn fill_base(&self, m: MarketIdx, size: TokenQuantity) -> Result<TokenAmount, Rejection> {
+        let config = &self.market_configs[m as usize];
+        let decimals = self.assets[self.market_underlying[m as usize] as usize].decimals;
+        if self.markets[m as usize].paused {
+            return Err(reject(
+                "market_paused",
+                format!("market {} is paused", config.symbol),
+            ));
+        }
+        let step = config
+            .step_size
+            .to_native_exact(decimals)
+            .expect("validated step");
+        match size.to_native_exact(decimals) {
+            Some(b) if b.is_positive() && b.raw() % step.raw() == 0 => Ok(b),
+            _ => Err(reject(
+                "bad_amount",
+                format!(
+                    "size {size} must be a positive multiple of the step size {}",
+                    config.step_size
+                ),
+            )),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn perp_fill(
         &mut self,
@@ -1367,14 +1430,7 @@ impl Engine {
     ) -> Applied {
         let m = self.market_idx(symbol)?;
         let config = self.market_configs[m as usize].clone();
-        let underlying = self.market_underlying[m as usize];
-        let decimals = self.assets[underlying as usize].decimals;
-        if self.markets[m as usize].paused {
-            return Err(reject(
-                "market_paused",
-                format!("market {symbol} is paused"),
-            ));
-        }
+        let base = self.fill_base(m, size)?;
         if taker == maker {
             return Err(reject(
                 "bad_fill",
@@ -1383,22 +1439,6 @@ impl Engine {
         }
         let taker_sub = self.sub_account(taker)?;
         let maker_sub = self.sub_account(maker)?;
-        let step = config
-            .step_size
-            .to_native_exact(decimals)
-            .expect("validated step");
-        let base = match size.to_native_exact(decimals) {
-            Some(b) if b.is_positive() && b.raw() % step.raw() == 0 => b,
-            _ => {
-                return Err(reject(
-                    "bad_amount",
-                    format!(
-                        "size {size} must be a positive multiple of the step size {}",
-                        config.step_size
-                    ),
-                ))
-            }
-        };
         if !price.is_positive() || price > MAX_PRICE {
             return Err(reject(
                 "bad_price",
@@ -1407,6 +1447,40 @@ impl Engine {
         }
         self.check_may_trade(taker_sub, taker, m)?;
         self.check_may_trade(maker_sub, maker, m)?;
+        let fee_ratios = [config.taker_fee, config.maker_fee];
+        self.execute_fill(
+            now_s,
+            m,
+            [taker, maker],
+            side,
+            size,
+            base,
+            price,
+            fee_ratios,
+        )
+    }
+
+    /// Executes a validated fill of `base` (native, a positive multiple of the step) at `price` between `taker` and
+    /// `maker`, charging them `fee_ratios` of the notional; then checks open interest, reduce-only and both sides'
+    /// health against the state it leaves.
+    #[allow(clippy::too_many_arguments)]
+    fn execute_fill(
+        &mut self,
+        now_s: u64,
+        m: MarketIdx,
+        [taker, maker]: [SubAccountId; 2],
+        side: Side,
+        size: TokenQuantity,
+        base: TokenAmount,
+        price: Price,
+        fee_ratios: [Ratio; 2],
+    ) -> Applied {
+        let config = self.market_configs[m as usize].clone();
+        let symbol = config.symbol.as_str();
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let taker_sub = &self.sub_accounts[taker as usize];
+        let maker_sub = &self.sub_accounts[maker as usize];
         let Some(oracle) = self.oracles[underlying as usize] else {
             return Err(reject(
                 "no_price",
@@ -1432,8 +1506,8 @@ impl Engine {
         // One amount moves from buyer to seller; fees come off each side's quote.
         let value = price.value_ceil(base, decimals)?;
         let fees = [
-            value.mul_ratio_ceil(config.taker_fee)?,
-            value.mul_ratio_ceil(config.maker_fee)?,
+            value.mul_ratio_ceil(fee_ratios[0])?,
+            value.mul_ratio_ceil(fee_ratios[1])?,
         ];
         let (buyer, seller) = match side {
             Side::Buy => (0, 1),
@@ -1646,6 +1720,16 @@ impl Engine {
                 format!("sub-account {liquidator} is not a registered liquidator"),
             ));
         }
+        self.liquidate_by(now_s, liquidator, target)
+    }
+
+    /// A liquidation by `liquidator` (a registered liquidator, or the counterparty pool).
+    fn liquidate_by(
+        &mut self,
+        now_s: u64,
+        liquidator: SubAccountId,
+        target: SubAccountId,
+    ) -> Applied {
         if liquidator == target {
             return Err(reject(
                 "bad_liquidation",
@@ -2488,6 +2572,21 @@ impl Engine {
         self.stakes.get(&(id, asset)).copied()
     }
 
+    /// Every insurance stake, by (sub-account, asset).
+    pub fn stakes(&self) -> &BTreeMap<(SubAccountId, AssetIdx), Stake> {
+        &self.stakes
+    }
+
+    /// The counterparty pool's header.
+    pub fn lp_pool(&self) -> LpPool {
+        self.lp
+    }
+
+    /// Pool share units (6 decimals) of every liquidity provider.
+    pub fn lp_shares(&self) -> &BTreeMap<SubAccountId, i128> {
+        &self.lp_shares
+    }
+
     /// Sequencer time of the last applied command.
     pub fn now_s(&self) -> u64 {
         self.now_s
@@ -2598,6 +2697,13 @@ impl Engine {
     /// Checks every cross-cutting invariant: per-pool conservation, scaled totals equal the sum of balances,
     /// the holder index, limits and health-level ordering. Used by tests and debug builds.
     pub fn check_invariants(&self) -> Result<(), String> {
+        let provided: i128 = self.lp_shares.values().sum();
+        if provided != self.lp.total_shares || self.lp_shares.values().any(|s| *s <= 0) {
+            return Err(format!(
+                "pool shares held {provided} != outstanding {}",
+                self.lp.total_shares
+            ));
+        }
         let n_assets = self.assets.len();
         let mut deposits = vec![0i128; n_assets];
         let mut borrows = vec![0i128; n_assets];

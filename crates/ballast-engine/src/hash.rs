@@ -106,6 +106,19 @@ impl Engine {
             e.i128(stake.unstake_shares);
             e.u64(stake.unstake_requested_s);
         }
+        match self.lp.sub_account {
+            None => e.bool(false),
+            Some(id) => {
+                e.bool(true);
+                e.u64(id as u64);
+            }
+        }
+        e.i128(self.lp.total_shares);
+        e.u64(self.lp_shares.len() as u64);
+        for (id, shares) in &self.lp_shares {
+            e.u64(*id as u64);
+            e.i128(*shares);
+        }
         e.u64(self.liquidators.len() as u64);
         for id in &self.liquidators {
             e.u64(*id as u64);

@@ -21,5 +21,5 @@ pub mod pool;
 
 pub use command::{Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SubAccountId};
 pub use config::{AssetConfig, ConfigErrors, ProtocolConfig};
-pub use engine::{AssetIdx, Engine, MarginKind, SubAccount};
+pub use engine::{AssetIdx, Engine, LpPool, MarginKind, SubAccount, POOL_OWNER};
 pub use health::Health;

@@ -80,6 +80,22 @@ pub struct MarketConfig {
     /// Weight of positive unsettled PnL in initial health.
     pub positive_pnl_initial_weight: Ratio,
     pub funding: FundingConfig,
+    /// Trading against the counterparty pool; a market without it trades only between sub-accounts.
+    #[serde(default)]
+    pub pool: Option<MarketPoolConfig>,
+}
+
+/// `[market.pool]`: how the counterparty liquidity pool quotes a market.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MarketPoolConfig {
+    /// Price impact is `notional / impact_depth` (USD over USD), linear in the trade's size...
+    pub impact_depth: Quote,
+    /// ...and at most this.
+    pub max_impact: Ratio,
+    /// The pool's net position in the market may grow only while its notional stays within this multiple of the
+    /// pool's value (its open-interest cap against pool capital).
+    pub max_exposure: Ratio,
 }
 
 /// Every rule one market must meet, given the listed assets (symbol, decimals) and the perp tiers.
@@ -192,6 +208,29 @@ pub fn validate_market(
             "funding.interval_s",
             "must be between 1 s and one year".to_string(),
         );
+    }
+    if let Some(pool) = &market.pool {
+        if !pool.impact_depth.is_positive() {
+            err(
+                "pool.impact_depth",
+                format!("{} must be positive", pool.impact_depth),
+            );
+        }
+        if !pool.max_impact.is_positive() || pool.max_impact > Ratio::from_raw(Ratio::ONE.raw() / 2)
+        {
+            err(
+                "pool.max_impact",
+                format!("{} must be above 0 and at most 0.5", pool.max_impact),
+            );
+        }
+        if !pool.max_exposure.is_positive()
+            || pool.max_exposure > Ratio::from_int(10).expect("constant")
+        {
+            err(
+                "pool.max_exposure",
+                format!("{} must be above 0 and at most 10", pool.max_exposure),
+            );
+        }
     }
     if market.funding.max_rate_per_interval < Ratio::ZERO
         || market.funding.max_rate_per_interval > tenth

@@ -239,9 +239,13 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
     let base = seed("liquidation_properties", 0x11C0);
     let (mut n_perp, mut n_spot, mut n_full, mut n_bankrupt, mut n_settled) = (0, 0, 0, 0, 0);
     let (mut n_perp_bankrupt, mut n_adl, mut n_cut, mut n_left) = (0, 0, 0, 0);
+    let (mut n_pool_trades, mut n_pool_liquidations) = (0, 0);
     for s in base..base + N_STREAMS / 2 {
         // Perp-heavy streams, and the general streams (whose borrowers are liquidated by spot swaps).
-        for stream in [perp_stream(s, 12, 40), random_stream(s, N_COMMANDS)] {
+        for (k, stream) in [perp_stream(s, 12, 40), random_stream(s, N_COMMANDS)]
+            .into_iter()
+            .enumerate()
+        {
             let mut engine = engine();
             for (i, command) in stream.iter().enumerate() {
                 let Ok(events) = engine.apply(command) else {
@@ -299,6 +303,9 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                             "seed {s} command {i}: {event:?}"
                         );
                     }
+                    if let ballast_engine::Event::PoolTraded { .. } = &event {
+                        n_pool_trades += 1;
+                    }
                     if let ballast_engine::Event::Deleveraged { base, .. } = &event {
                         if base.raw() == 0 {
                             n_cut += 1;
@@ -315,6 +322,8 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                             ..
                         } => {
                             n_perp += 1;
+                            // The stream's pool is the sub-account after its 12 traders.
+                            n_pool_liquidations += (k == 0 && liquidator == 13) as usize;
                             (liquidator, health_before, health_after, full_close)
                         }
                         ballast_engine::Event::SpotLiquidated {
@@ -379,6 +388,8 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
         }
     }
     println!("{n_perp} perp and {n_spot} spot liquidations ({n_full} full closes), {n_bankrupt} lending and {n_perp_bankrupt} perp bankruptcies ({n_adl} ADL closes, {n_cut} profit cuts), {n_settled} settlements, {n_left} resolved at the end");
+    println!("{n_pool_trades} pool trades, {n_pool_liquidations} liquidations by the pool");
+    assert!(n_pool_trades >= 30 && n_pool_liquidations >= 3);
     assert!(
         n_perp_bankrupt >= 3 && n_adl >= 3 && n_cut >= 3,
         "only {n_perp_bankrupt} perp bankruptcies, {n_adl} ADL closes and {n_cut} profit cuts"

@@ -150,7 +150,7 @@ impl Engine {
 
     /// The whole sub-account's value at oracle prices, without weights: deposits minus debts plus every position's
     /// value (funding settled). Balances in an asset without a price count as zero. Used to rank ADL only.
-    fn equity_at_oracle(&self, sub: &SubAccount, risks: &RiskTable) -> NumResult<Quote> {
+    pub(super) fn equity_at_oracle(&self, sub: &SubAccount, risks: &RiskTable) -> NumResult<Quote> {
         let mut total = Quote::ZERO;
         for b in &sub.balances {
             let risk = &risks.assets[b.asset as usize];

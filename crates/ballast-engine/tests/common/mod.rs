@@ -484,8 +484,10 @@ pub fn proptest_config(test: &str, cases: u32, default_seed: u64) -> proptest::t
 
 /// A perp-heavy stream: `n_traders` cross sub-accounts with 5,000 to 100,000 USDC trade BTC-PERP and ETH-PERP with
 /// each other at up to about 15x, prices random-walk with shocks of up to 25%, funding samples arrive, and a
-/// liquidator (sub-account 0, 10M USDC) sweeps each trader with even odds after every price move; every trader is then
-/// settled against a random counterparty and the venue, and put through `resolve_bankruptcy`. Some fills and liquidations are
+/// liquidator (sub-account 0, 10M USDC) or the counterparty pool (sub-account `n_traders + 1`, 2M USDC from owner 0)
+/// sweeps each trader with odds of about one in two after every price move; every trader is then settled against a
+/// random counterparty and the venue, and put through `resolve_bankruptcy`. A quarter of the trades are against the
+/// pool, which settles and is redeemed from now and then. Some fills and liquidations are
 /// refused; that is part of the test.
 pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
     let mut rng = Rng::new(seed);
@@ -538,6 +540,16 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
             amount: TokenQuantity::from_int(20_000).unwrap(),
         },
     ));
+    // The counterparty pool (sub-account n_traders + 1), with 2,000,000 USDC from the liquidator's owner.
+    let pool = n_traders + 1;
+    out.push(cmd(t, CommandKind::OpenCounterpartyPool {}));
+    out.push(cmd(
+        t,
+        CommandKind::PoolDeposit {
+            sub_account: 0,
+            amount: TokenQuantity::from_int(2_000_000).unwrap(),
+        },
+    ));
     // A third of the traders also borrow USDC against ETH, up to their initial limit (halving attempts), so that
     // price shocks make spot liquidations too.
     for owner in (3..=n_traders).step_by(3) {
@@ -572,18 +584,32 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
             let maker = 1 + rng.below(n_traders as u64) as u32;
             let usd = 10_000 * (1 + rng.below(60) as i128);
             let steps = (usd * 1_000_000 * 10i128.pow(step_decimals) / prices[i]).max(1);
+            let side = if rng.chance(50) {
+                crate::common::Side::Buy
+            } else {
+                crate::common::Side::Sell
+            };
+            let size = TokenQuantity::from_raw(steps * 10i128.pow(18 - step_decimals));
+            if rng.chance(25) {
+                out.push(cmd(
+                    t,
+                    CommandKind::PoolTrade {
+                        market: market.into(),
+                        sub_account: taker,
+                        side,
+                        size,
+                    },
+                ));
+                continue;
+            }
             out.push(cmd(
                 t,
                 CommandKind::PerpFill {
                     market: market.into(),
                     taker,
                     maker,
-                    side: if rng.chance(50) {
-                        crate::common::Side::Buy
-                    } else {
-                        crate::common::Side::Sell
-                    },
-                    size: TokenQuantity::from_raw(steps * 10i128.pow(18 - step_decimals)),
+                    side,
+                    size,
                     price: Price::from_raw(
                         prices[i] * (1000 + rng.below(5) as i128 - 2) / 1000 * 1_000_000,
                     ),
@@ -609,7 +635,9 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
         for target in 1..=n_traders {
             // Now and then no liquidator acts in time, so that settlement drains a bankrupt trader's collateral and
             // its open positions go to auto-deleveraging.
-            if !rng.chance(50) {
+            if rng.chance(15) {
+                out.push(cmd(t, CommandKind::PoolLiquidate { target }));
+            } else if rng.chance(40) {
                 out.push(cmd(
                     t,
                     CommandKind::Liquidate {
@@ -618,8 +646,9 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
                     },
                 ));
             }
-            // Settle against a random counterparty (or the liquidator) and the venue, then resolve what is left.
-            let winner = rng.below(n_traders as u64 + 1) as u32;
+            // Settle against a random counterparty (the liquidator or the pool among them) and the venue, then
+            // resolve what is left.
+            let winner = rng.below(n_traders as u64 + 2) as u32;
             for market in ["BTC-PERP", "ETH-PERP"] {
                 out.push(cmd(
                     t,
@@ -638,6 +667,27 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
                 ));
             }
             out.push(cmd(t, CommandKind::ResolveBankruptcy { target }));
+        }
+        // The pool settles against a random trader, and its provider now and then redeems a little.
+        let trader = 1 + rng.below(n_traders as u64) as u32;
+        for (winner, loser) in [(pool, trader), (trader, pool)] {
+            out.push(cmd(
+                t,
+                CommandKind::SettlePnl {
+                    market: "BTC-PERP".into(),
+                    winner,
+                    loser,
+                },
+            ));
+        }
+        if rng.chance(20) {
+            out.push(cmd(
+                t,
+                CommandKind::PoolWithdraw {
+                    sub_account: 0,
+                    shares: TokenQuantity::from_int(1 + rng.below(50_000) as i128).unwrap(),
+                },
+            ));
         }
     }
     out

@@ -1,0 +1,434 @@
+//! The counterparty liquidity pool (Hyperliquid's HLP and GMX's GLP play this part): a venue-owned sub-account that
+//! takes the other side of trades and backstops liquidations, owned by liquidity providers through shares.
+//!
+//! The pool is an ordinary cross sub-account of the reserved owner [`POOL_OWNER`], opened once by
+//! `open_counterparty_pool`. So its positions count in open interest, funding and the perp zero-sum identity, its
+//! PnL settles like anyone's, a liquidator may liquidate it and the waterfall may resolve it: nothing in the engine
+//! treats it specially but the commands below. No command may use it as an actor (deposit, withdraw, transfer,
+//! fill, stake, liquidate); it moves only through pool commands, settlement, liquidation of it and the waterfall.
+//!
+//! - **Value.** The pool is worth its equity at oracle prices: deposits (rounded down) minus debts (rounded up) plus
+//!   every position's unsettled PnL (funding settled, rounded down). Valuing it needs a usable price (fresh, tight
+//!   and close to the reference) for everything it holds, so shares are never priced off a bad oracle.
+//! - **Shares.** A deposit of quote-asset tokens worth `a` (micro-USD, at face) mints `a * (S + V) / (W + V)` share
+//!   units, rounded down, for `S` shares outstanding and a pool worth `W`; a redemption of `s` units pays
+//!   `s * (W + V) / (S + V)` micro-USD in tokens, rounded down. `V = 10^6` virtual units on both sides (ERC-4626's
+//!   defence against the first-depositor share-price inflation pattern, as for the insurance funds). Share units
+//!   have 6 decimals: the first share is worth 1 USD.
+//! - **Trades.** `pool_trade` fills at the oracle price moved against the trader by the price impact
+//!   `min(notional / impact_depth, max_impact)` (`[market.pool]`), rounded against the trader; the trader pays the
+//!   market's taker fee, the pool no fee (its edge is the impact). The oracle price must be usable for new risk.
+//! - **Exposure.** A trade that grows the pool's net position in a market is refused if the position's notional
+//!   would exceed `max_exposure` times the pool's value afterwards; so is a redemption that would leave any of the
+//!   pool's positions beyond that bound. Like any sub-account taking risk, the pool's initial health must stay
+//!   non-negative. A redemption also needs the pool to hold the tokens as a deposit (unsettled PnL is not cash) and
+//!   waits out a pause of quote-asset withdrawals after a socialized loss.
+//! - **Backstop.** `pool_liquidate` (permissionless) liquidates a sub-account below maintenance with the pool as the
+//!   liquidator, under the same rules as a registered liquidator; the exposure bound does not apply to it.
+
+use super::*;
+
+/// The owner id reserved for the counterparty pool's sub-account; no account may be created with it.
+pub const POOL_OWNER: OwnerId = u64::MAX;
+
+/// Virtual share units and micro-USD added to both sides of the share price (see the module docs).
+const POOL_VIRTUAL_OFFSET: i128 = 1_000_000;
+
+/// Decimals of pool shares as events show them.
+const SHARE_DECIMALS: u8 = 6;
+
+/// The counterparty pool's header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LpPool {
+    /// The pool's sub-account, once opened.
+    pub sub_account: Option<SubAccountId>,
+    /// Share units outstanding: the sum of every provider's shares.
+    pub total_shares: i128,
+}
+
+impl Engine {
+    fn commit_lp(&mut self, lp: LpPool) {
+        if self.journal.lp.is_none() {
+            self.journal.lp = Some(self.lp);
+        }
+        self.lp = lp;
+    }
+
+    fn commit_lp_shares(&mut self, id: SubAccountId, shares: i128) {
+        let old = self.lp_shares.get(&id).copied();
+        self.journal.lp_shares.push((id, old));
+        if shares == 0 {
+            self.lp_shares.remove(&id);
+        } else {
+            self.lp_shares.insert(id, shares);
+        }
+    }
+
+    /// Refuses a command that would use the pool's sub-account (or its reserved owner) as an actor.
+    pub(super) fn refuse_pool_as_actor(&self, kind: &CommandKind) -> Result<(), Rejection> {
+        use CommandKind as K;
+        if let K::CreateAccount { owner } | K::OpenSubAccount { owner, .. } = kind {
+            if *owner == POOL_OWNER {
+                return Err(reject(
+                    "reserved_owner",
+                    format!("owner {POOL_OWNER} is reserved for the counterparty pool"),
+                ));
+            }
+        }
+        let Some(pool) = self.lp.sub_account else {
+            return Ok(());
+        };
+        let actors: &[SubAccountId] = match kind {
+            K::Deposit { sub_account, .. }
+            | K::Withdraw { sub_account, .. }
+            | K::StakeInsurance { sub_account, .. }
+            | K::RequestUnstake { sub_account, .. }
+            | K::Unstake { sub_account, .. }
+            | K::RegisterLiquidator { sub_account }
+            | K::PoolDeposit { sub_account, .. }
+            | K::PoolWithdraw { sub_account, .. }
+            | K::PoolTrade { sub_account, .. } => std::slice::from_ref(sub_account),
+            K::Transfer { from, to, .. } => &[*from, *to],
+            K::PerpFill { taker, maker, .. } => &[*taker, *maker],
+            K::Liquidate { liquidator, .. } => std::slice::from_ref(liquidator),
+            _ => &[],
+        };
+        if actors.contains(&pool) {
+            return Err(reject(
+                "pool_account",
+                format!("sub-account {pool} is the counterparty pool's: it moves only through pool commands, settlement, liquidation and the waterfall"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pool_id(&self) -> Result<SubAccountId, Rejection> {
+        self.lp.sub_account.ok_or_else(|| {
+            reject(
+                "no_pool",
+                "the counterparty pool is not open (open_counterparty_pool)",
+            )
+        })
+    }
+
+    pub(super) fn open_counterparty_pool(&mut self) -> Applied {
+        if let Some(id) = self.lp.sub_account {
+            return Err(reject(
+                "pool_exists",
+                format!("the counterparty pool is open already (sub-account {id})"),
+            ));
+        }
+        if self.owners.len() >= MAX_OWNERS || self.sub_accounts.len() >= MAX_SUB_ACCOUNTS {
+            return Err(reject(
+                "limit",
+                "the engine holds its maximum of owners or sub-accounts",
+            ));
+        }
+        // Neither step can fail now, so nothing needs a journal.
+        self.owners.insert(POOL_OWNER, Vec::new());
+        let events = self.open_sub_account(POOL_OWNER, &MarginSpec::Cross)?;
+        let Some(Event::SubAccountOpened { sub_account, .. }) = events.first() else {
+            unreachable!("open_sub_account reports the new sub-account")
+        };
+        let id = *sub_account;
+        self.commit_lp(LpPool {
+            sub_account: Some(id),
+            total_shares: 0,
+        });
+        Ok(vec![Event::CounterpartyPoolOpened { sub_account: id }])
+    }
+
+    /// The pool's value (module docs), refusing if any price it needs is not usable for new risk.
+    fn pool_value(&self, now_s: u64) -> Result<Quote, Rejection> {
+        let id = self.pool_id()?;
+        let sub = &self.sub_accounts[id as usize];
+        let action = "valuing the counterparty pool";
+        for b in &sub.balances {
+            self.usable_price(b.asset, now_s, Guard::NewRisk, action)?;
+        }
+        for p in &sub.perps {
+            let underlying = self.market_underlying[p.market as usize];
+            self.usable_price(underlying, now_s, Guard::NewRisk, action)?;
+        }
+        Ok(self.equity_at_oracle(sub, &self.all_risks(now_s)?)?)
+    }
+
+    /// Refuses if any of the pool's positions is beyond `max_exposure` times `value`; `only` limits the check to
+    /// one market.
+    fn check_pool_exposure(
+        &self,
+        now_s: u64,
+        value: Quote,
+        only: Option<MarketIdx>,
+    ) -> Result<(), Rejection> {
+        let id = self.pool_id()?;
+        for p in &self.sub_accounts[id as usize].perps {
+            if only.is_some_and(|m| m != p.market) || p.base.is_zero() {
+                continue;
+            }
+            let config = &self.market_configs[p.market as usize];
+            let underlying = self.market_underlying[p.market as usize];
+            let decimals = self.assets[underlying as usize].decimals;
+            let price = self.usable_price(underlying, now_s, Guard::NewRisk, "pool exposure")?;
+            let exposure = price.value_ceil(p.base.abs()?, decimals)?;
+            // A market without pool quoting (the pool got its position by liquidation) has no bound.
+            let Some(pool) = &config.pool else { continue };
+            let cap = value.mul_ratio_floor(pool.max_exposure)?;
+            if exposure > cap {
+                return Err(reject(
+                    "pool_exposure",
+                    format!(
+                        "the pool's {} position of {exposure} USD would exceed {} times its value of {value}",
+                        config.symbol, pool.max_exposure
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn pool_deposit(
+        &mut self,
+        now_s: u64,
+        id: SubAccountId,
+        amount: TokenQuantity,
+    ) -> Applied {
+        let pool_id = self.pool_id()?;
+        let quote = self.quote_asset;
+        let native = self.native(quote, amount)?;
+        if !native.is_positive() {
+            return Err(reject(
+                "bad_amount",
+                format!("pool deposit of {amount} must be positive"),
+            ));
+        }
+        let sub = self.sub_account(id)?;
+        let config = &self.assets[quote as usize];
+        let mut pool = self.pools[quote as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let held_scaled = sub.scaled(quote).max(0);
+        let held = pool.deposit_native(held_scaled)?;
+        if native > held {
+            return Err(reject(
+                "insufficient_balance",
+                format!(
+                    "pool deposit of {amount} {} exceeds sub-account {id}'s deposit of {}",
+                    self.label(),
+                    self.quantity(quote, held)?
+                ),
+            ));
+        }
+        let value = self.pool_value(now_s)?;
+        let worth = self.tokens_worth_floor(native)?;
+        let denominator = value.raw().checked_add(POOL_VIRTUAL_OFFSET).unwrap_or(0);
+        if denominator <= 0 {
+            return Err(reject(
+                "pool_insolvent",
+                format!("the counterparty pool is worth {value}: it takes no deposits"),
+            ));
+        }
+        let shares = ballast_num::mul_div(
+            worth.raw(),
+            self.lp.total_shares + POOL_VIRTUAL_OFFSET,
+            denominator,
+            Rounding::Floor,
+        )?;
+        if shares <= 0 {
+            return Err(reject(
+                "bad_amount",
+                format!("pool deposit of {amount} buys no share"),
+            ));
+        }
+        let source_scaled = held_scaled - pool.withdraw(native, held_scaled)?;
+        let (pool_scaled, _) =
+            pool.credit(self.sub_accounts[pool_id as usize].scaled(quote), native)?;
+        pool.internal_move(native)?;
+        self.check_new_risk(
+            id,
+            &format!("pool deposit of {amount} {}", self.label()),
+            now_s,
+            &[(quote, source_scaled)],
+        )?;
+        self.commit_pool(quote, pool);
+        self.commit_balance(id, quote, source_scaled);
+        self.commit_balance(pool_id, quote, pool_scaled);
+        let lp = LpPool {
+            total_shares: self
+                .lp
+                .total_shares
+                .checked_add(shares)
+                .ok_or_else(|| reject("limit", "pool shares overflow"))?,
+            ..self.lp
+        };
+        self.commit_lp(lp);
+        let held_shares = self.lp_shares.get(&id).copied().unwrap_or(0);
+        self.commit_lp_shares(id, held_shares + shares);
+        let mut events = vec![Event::PoolDeposited {
+            sub_account: id,
+            amount,
+            shares: TokenQuantity::from_native(TokenAmount::from_raw(shares), SHARE_DECIMALS)?,
+            pool_value: value,
+        }];
+        let mut touched = [id, pool_id];
+        touched.sort_unstable();
+        self.refresh_touched(now_s, &touched, &mut events)?;
+        Ok(events)
+    }
+
+    pub(super) fn pool_withdraw(
+        &mut self,
+        now_s: u64,
+        id: SubAccountId,
+        shares: TokenQuantity,
+    ) -> Applied {
+        let pool_id = self.pool_id()?;
+        let quote = self.quote_asset;
+        self.sub_account(id)?;
+        let units = match shares.to_native_exact(SHARE_DECIMALS) {
+            Some(u) if u.is_positive() => u.raw(),
+            _ => {
+                return Err(reject(
+                    "bad_amount",
+                    format!(
+                        "{shares} shares must be positive with at most {SHARE_DECIMALS} decimals"
+                    ),
+                ))
+            }
+        };
+        let held_shares = self.lp_shares.get(&id).copied().unwrap_or(0);
+        if units > held_shares {
+            return Err(reject(
+                "insufficient_shares",
+                format!(
+                    "sub-account {id} holds {} pool shares, not {shares}",
+                    TokenQuantity::from_native(TokenAmount::from_raw(held_shares), SHARE_DECIMALS)?
+                ),
+            ));
+        }
+        self.refuse_if_paused(quote, now_s, "pool withdrawal")?;
+        let value = self.pool_value(now_s)?;
+        let owed = ballast_num::mul_div(
+            units,
+            value.raw().saturating_add(POOL_VIRTUAL_OFFSET),
+            self.lp.total_shares + POOL_VIRTUAL_OFFSET,
+            Rounding::Floor,
+        )?;
+        let tokens = self.quote_tokens_floor(Quote::from_raw(owed.max(0)))?;
+        if !tokens.is_positive() {
+            return Err(reject(
+                "pool_insolvent",
+                format!("{shares} shares of a pool worth {value} redeem for nothing"),
+            ));
+        }
+        let config = &self.assets[quote as usize];
+        let mut pool = self.pools[quote as usize].clone();
+        pool.accrue(now_s, &config.interest, config.reserve_factor)?;
+        let pool_scaled = self.sub_accounts[pool_id as usize].scaled(quote).max(0);
+        let free = pool.deposit_native(pool_scaled)?;
+        if tokens > free {
+            return Err(reject(
+                "pool_liquidity",
+                format!(
+                    "the pool holds {} {} as a deposit, less than the {} these shares redeem for; its PnL must be settled first",
+                    self.quantity(quote, free)?,
+                    self.label(),
+                    self.quantity(quote, tokens)?
+                ),
+            ));
+        }
+        let pool_after = pool_scaled - pool.withdraw(tokens, pool_scaled)?;
+        let (lp_scaled, _) = pool.credit(self.sub_accounts[id as usize].scaled(quote), tokens)?;
+        pool.internal_move(tokens)?;
+        self.check_may_hold(&self.sub_accounts[id as usize], id, quote)?;
+        self.commit_pool(quote, pool);
+        self.commit_balance(pool_id, quote, pool_after);
+        self.commit_balance(id, quote, lp_scaled);
+        self.commit_lp(LpPool {
+            total_shares: self.lp.total_shares - units,
+            ..self.lp
+        });
+        self.commit_lp_shares(id, held_shares - units);
+        let amount = self.quantity(quote, tokens)?;
+        let action = format!("pool withdrawal of {shares} shares");
+        self.check_new_risk(pool_id, &action, now_s, &[])?;
+        self.check_pool_exposure(now_s, self.pool_value(now_s)?, None)?;
+        let mut events = vec![Event::PoolWithdrawn {
+            sub_account: id,
+            shares,
+            amount,
+            pool_value: value,
+        }];
+        let mut touched = [id, pool_id];
+        touched.sort_unstable();
+        self.refresh_touched(now_s, &touched, &mut events)?;
+        Ok(events)
+    }
+
+    pub(super) fn pool_trade(
+        &mut self,
+        now_s: u64,
+        symbol: &str,
+        id: SubAccountId,
+        side: Side,
+        size: TokenQuantity,
+    ) -> Applied {
+        let pool_id = self.pool_id()?;
+        let m = self.market_idx(symbol)?;
+        let config = self.market_configs[m as usize].clone();
+        let Some(pool_config) = &config.pool else {
+            return Err(reject(
+                "no_pool_market",
+                format!("market {symbol} does not trade against the counterparty pool"),
+            ));
+        };
+        let base = self.fill_base(m, size)?;
+        let underlying = self.market_underlying[m as usize];
+        let decimals = self.assets[underlying as usize].decimals;
+        let sub = self.sub_account(id)?;
+        self.check_may_trade(sub, id, m)?;
+        self.check_may_trade(&self.sub_accounts[pool_id as usize], pool_id, m)?;
+        let oracle = self.usable_price(
+            underlying,
+            now_s,
+            Guard::NewRisk,
+            &format!("a {symbol} pool trade"),
+        )?;
+        let notional = oracle.value_ceil(base, decimals)?;
+        let impact = Ratio::from_fraction(
+            notional.raw(),
+            pool_config.impact_depth.raw(),
+            Rounding::Ceil,
+        )?
+        .min(pool_config.max_impact);
+        let price = match side {
+            Side::Buy => oracle.mul_ratio(Ratio::ONE.checked_add(impact)?, Rounding::Ceil)?,
+            Side::Sell => oracle.mul_ratio(Ratio::ONE.checked_sub(impact)?, Rounding::Floor)?,
+        };
+        let pool_base = |engine: &Engine| {
+            engine.sub_accounts[pool_id as usize]
+                .perp(m)
+                .map_or(0, |p| p.base.raw().unsigned_abs())
+        };
+        let before = pool_base(self);
+        let mut events = vec![Event::PoolTraded {
+            market: symbol.to_string(),
+            sub_account: id,
+            side,
+            size,
+            oracle_price: oracle,
+            price,
+            impact,
+        }];
+        let fees = [config.taker_fee, Ratio::ZERO];
+        events.extend(self.execute_fill(now_s, m, [id, pool_id], side, size, base, price, fees)?);
+        if pool_base(self) > before {
+            self.check_pool_exposure(now_s, self.pool_value(now_s)?, Some(m))?;
+        }
+        Ok(events)
+    }
+
+    pub(super) fn pool_liquidate(&mut self, now_s: u64, target: SubAccountId) -> Applied {
+        let pool_id = self.pool_id()?;
+        self.liquidate_by(now_s, pool_id, target)
+    }
+}
