@@ -1842,7 +1842,6 @@ impl Engine {
                 format!("liquidator sub-account {liquidator} cannot take on {d_symbol} and {c_symbol}: it would hold more than {MAX_BALANCES_PER_SUB_ACCOUNT} assets"),
             ));
         }
-        let fee = self.assets[collateral as usize].liquidation_fee;
         let share = self.protocol.liquidation_insurance_share;
         let mut pool_d = self.pools[debt as usize].clone();
         let mut pool_c = self.pools[collateral as usize].clone();
@@ -1858,6 +1857,12 @@ impl Engine {
         );
         let owed = pool_d.borrow_native(-t_debt)?;
         let held = pool_c.deposit_native(t_coll)?;
+        let fee = self.fee_within_equity(
+            target,
+            now_s,
+            self.assets[collateral as usize].liquidation_fee,
+            p_debt.value_ceil(owed, d_dec)?,
+        )?;
         // The most debt the collateral covers at the discount, and the per-step notional limit.
         let discount = Ratio::ONE.div_floor(Ratio::ONE.checked_add(fee)?)?;
         let covered_value = p_coll.value_floor(held, c_dec)?.mul_ratio_floor(discount)?;
@@ -1968,7 +1973,7 @@ impl Engine {
     ) -> Result<(), Rejection> {
         let config = &self.market_configs[m as usize];
         let symbol = config.symbol.clone();
-        let fee_ratio = config.liquidation_fee;
+        let configured_fee = config.liquidation_fee;
         let underlying = self.market_underlying[m as usize];
         let decimals = self.assets[underlying as usize].decimals;
         let step = config
@@ -1999,6 +2004,8 @@ impl Engine {
             market.settle_position_funding(p, decimals)?;
         }
         let long = tp.base.is_positive();
+        let full_notional = oracle.value_ceil(tp.base.abs()?, decimals)?;
+        let fee_ratio = self.fee_within_equity(target, now_s, configured_fee, full_notional)?;
         // The target sells (long) below the oracle or buys back (short) above it; the gap is the fee.
         let price = if long {
             oracle.mul_ratio(Ratio::ONE.checked_sub(fee_ratio)?, Rounding::Floor)?
@@ -2105,6 +2112,28 @@ impl Engine {
             health_after: self.health_at(target, now_s)?,
         });
         Ok(())
+    }
+
+    /// The liquidation fee ratio for a step on `notional` (USD) of a target's risk: the configured ratio, but never
+    /// more of the notional than the target's equity at oracle prices. The discount a liquidator earns comes out of
+    /// the target's own value; once that is gone it would come out of the insurance fund and the other traders, so
+    /// an insolvent target is taken over at the oracle price.
+    fn fee_within_equity(
+        &self,
+        target: SubAccountId,
+        now_s: u64,
+        configured: Ratio,
+        notional: Quote,
+    ) -> Result<Ratio, Rejection> {
+        let equity =
+            self.equity_at_oracle(&self.sub_accounts[target as usize], &self.all_risks(now_s)?)?;
+        if !notional.is_positive() || equity >= notional.mul_ratio_ceil(configured)? {
+            return Ok(configured);
+        }
+        if !equity.is_positive() {
+            return Ok(Ratio::ZERO);
+        }
+        Ok(Ratio::from_fraction(equity.raw(), notional.raw(), Rounding::Floor)?.min(configured))
     }
 
     /// Settles unsettled perp PnL between two positions in one market (permissionless): the smaller of the

@@ -185,14 +185,15 @@ fn a_flat_deficit_cuts_the_ranked_winners_profit() {
     let l = v.sub(30, MarginSpec::Cross);
     v.deposit(l, "USDC", "1000000");
     v.ok(CommandKind::RegisterLiquidator { sub_account: l });
-    // The liquidator closes A in full at 45,000 * 0.99 = 44,550: A's flat quote is -180,090 + 10,000 + 133,650.
+    // The liquidator closes A in full at the oracle price (A is insolvent: no fee): its flat quote is
+    // -180,090 + 10,000 + 135,000.
     v.ok(CommandKind::Liquidate {
         liquidator: l,
         target: a,
     });
     let left = v.engine.sub_accounts()[a as usize].perps[0];
     assert!(left.base.is_zero());
-    assert_eq!(left.quote, quote("-36440"));
+    assert_eq!(left.quote, quote("-35090"));
     let events = v.ok(CommandKind::ResolveBankruptcy { target: a });
     let Event::PerpBankruptcyResolved {
         deficit,
@@ -205,11 +206,11 @@ fn a_flat_deficit_cuts_the_ranked_winners_profit() {
         panic!("{events:?}")
     };
     // Only `socialize` is configured. The winners' profit absorbs what it can, highest score first: B2 (14,988 /
-    // 34,988), B3, then the liquidator (3 * 450 less its 337.5 insurance fee) and B1 (4,988): 35,976.5 in all. The
-    // venue's own claims (126 of fees, 337.5 of insurance share) are the rest of the other side, and pay the rest.
-    assert_eq!(*deficit, quote("36440"));
-    assert_eq!(*from_venue_claims, quote("463.5"));
-    assert_eq!(*socialized, quote("35976.5"));
+    // 34,988), B3, then B1 (4,988): 34,964 in all (the liquidator bought at the oracle and has none). The venue's
+    // own claims (126 of fees) are the rest of the other side, and pay the rest.
+    assert_eq!(*deficit, quote("35090"));
+    assert_eq!(*from_venue_claims, quote("126"));
+    assert_eq!(*socialized, quote("34964"));
     assert_eq!(*bankruptcy_price, None);
     let cuts = deleveraged(&events);
     assert_eq!(
@@ -222,8 +223,8 @@ fn a_flat_deficit_cuts_the_ranked_winners_profit() {
     let rest: ballast_num::Quote = cuts[2..]
         .iter()
         .fold(quote("0"), |s, c| s.checked_add(c.3).unwrap());
-    assert_eq!(rest, quote("6000.5"));
-    assert!(cuts[2..].iter().all(|c| c.1 == b1 || c.1 == l));
+    assert_eq!(rest, quote("4988"));
+    assert!(cuts[2..].iter().all(|c| c.1 == b1));
     assert!(v.engine.markets()[0].fees_collected.is_zero());
     v.engine.check_invariants().unwrap();
 }

@@ -81,7 +81,9 @@ fn a_deeply_underwater_position_is_closed_fully() {
     let (mut v, a, _, l) = setup();
     v.t += 1;
     v.price("BTC", "45000");
-    // Liquidation-end: 10,000 - 15,030 - 1,800 = -6,830; closing all of it improves it by 45,000 * 0.03 = 1,350.
+    // Liquidation-end: 10,000 - 15,030 - 1,800 = -6,830. A is insolvent (worth 10,000 - 15,030), so the fee is zero
+    // (it would come out of the insurance fund and the other traders): closing all of it at the oracle price frees
+    // the 1,800 of requirement.
     let events = liquidate(&mut v, l, a).unwrap();
     let Event::PerpLiquidated {
         base,
@@ -93,7 +95,11 @@ fn a_deeply_underwater_position_is_closed_fully() {
         panic!("{events:?}")
     };
     assert_eq!((*base, *full_close), (qty("1"), true));
-    assert_eq!(health_after.liquidation_end, quote("-5480"));
+    assert_eq!(health_after.liquidation_end, quote("-5030"));
+    let Event::PerpLiquidated { price: p, fee, .. } = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!((*p, *fee), (price("45000"), quote("0")));
     // The target keeps its (negative) unsettled PnL as a flat position's quote balance.
     let left = v.engine.sub_accounts()[a as usize].perps[0];
     assert!(left.base.is_zero() && left.quote.is_negative());

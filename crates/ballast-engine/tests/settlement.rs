@@ -52,10 +52,9 @@ fn settling_turns_unsettled_profit_into_tokens() {
     );
 }
 
-/// A liquidated long: A (10,000 USDC) closed in full at 45,000 * 0.99 keeps a flat position with quote
-/// -60,030 + 44,550 = -15,480. Its loss is owed to B (short since 60,000: 59,988 - 45,000 = 14,988), to the
-/// liquidator (long at 44,550: 450 less its 112.5 insurance fee = 337.5) and to the venue (42 of trading fees, 112.5
-/// of insurance share). A 50,000 USDC insurance fund.
+/// A liquidated long: A (10,000 USDC) is insolvent at 45,000, so it is closed in full at the oracle price with no fee,
+/// and keeps a flat position with quote -60,030 + 45,000 = -15,030. Its loss is owed to B (short since 60,000:
+/// 59,988 - 45,000 = 14,988) and to the venue (42 of trading fees). A 50,000 USDC insurance fund.
 fn liquidated_long() -> (Venue, u32, u32, u32) {
     let (mut v, a, b) = long_and_short();
     let staker = v.sub(3, MarginSpec::Cross);
@@ -89,7 +88,7 @@ fn liquidated_long() -> (Venue, u32, u32, u32) {
 
 #[test]
 fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_the_perp_waterfall() {
-    let (mut v, a, b, l) = liquidated_long();
+    let (mut v, a, b, _) = liquidated_long();
     // B is owed 14,988 but A holds only 10,000 USDC and nothing else: it pays that and borrows nothing.
     let events = v.ok(CommandKind::SettlePnl {
         market: "BTC-PERP".into(),
@@ -104,7 +103,7 @@ fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_th
     for kind in [
         CommandKind::SettlePnl {
             market: "BTC-PERP".into(),
-            winner: l,
+            winner: b,
             loser: a,
         },
         CommandKind::SettleVenueClaims {
@@ -116,9 +115,8 @@ fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_th
         assert_eq!(r.code, "nothing_to_settle", "{r}");
         assert!(r.message.contains("no collateral"), "{r}");
     }
-    // The deficit of 5,480 stays in the perp position: the venue's claims (154.5) are written off, and the USDC
-    // insurance fund pays the winners what they are owed: B 4,988 (ranked first: profit / equity is 4,988 / 104,988
-    // against the liquidator's 337.5 / 100,337.5), then the liquidator 337.5. Nothing is socialized.
+    // The deficit of 5,030 stays in the perp position: the venue's claims (42) are written off, and the USDC
+    // insurance fund pays B the 4,988 it is still owed. Nothing is socialized.
     let events = v.ok(CommandKind::ResolveBankruptcy { target: a });
     let Event::PerpBankruptcyResolved {
         deficit,
@@ -131,9 +129,9 @@ fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_th
     else {
         panic!("{events:?}")
     };
-    assert_eq!(*deficit, quote("5480"));
-    assert_eq!(*from_venue_claims, quote("154.5"));
-    assert_eq!(*covered_by_insurance, qty("5325.5"));
+    assert_eq!(*deficit, quote("5030"));
+    assert_eq!(*from_venue_claims, quote("42"));
+    assert_eq!(*covered_by_insurance, qty("4988"));
     assert_eq!(*socialized, quote("0"));
     assert_eq!(*bankruptcy_price, None);
     let paid: Vec<(u32, _)> = events
@@ -143,7 +141,7 @@ fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_th
             _ => None,
         })
         .collect();
-    assert_eq!(paid, vec![(b, qty("4988")), (l, qty("337.5"))]);
+    assert_eq!(paid, vec![(b, qty("4988"))]);
     assert!(v.engine.sub_accounts()[a as usize].perps.is_empty());
     assert_eq!(
         v.engine.balance_native(b, 0).unwrap().raw(),
@@ -156,9 +154,9 @@ fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_th
             market.insurance_paid,
             market.socialized_loss
         ),
-        (quote("154.5"), quote("5325.5"), quote("0"))
+        (quote("42"), quote("4988"), quote("0"))
     );
-    assert_eq!(v.engine.pool(0).bad_debt_covered.raw(), 5_325_500_000);
+    assert_eq!(v.engine.pool(0).bad_debt_covered.raw(), 4_988_000_000);
     v.engine.check_invariants().unwrap();
 }
 
