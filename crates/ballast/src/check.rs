@@ -1,14 +1,16 @@
 //! `ballast check CONFIG`: validate a protocol file and print what it holds, for people (not a stable format).
 //!
-//! On success it prints the protocol section, the tiers and three tables keyed by asset symbol: risk (decimals,
-//! tier, collateral mode, the four weights, size premium, concentration threshold, caps, reserve factor), oracle
-//! limits, and the interest curve with the annual borrow rate it gives at 0% utilization, at each kink and at 100%;
-//! then the perp tiers (margin ratios, open-interest caps, the markets in each) and the perp markets (underlying,
-//! tier, step size, size premium, fees, max leverage, positive-PnL weight, funding interval and clamp).
+//! On success it prints the protocol section (with the bankruptcy waterfall's steps in order), the tiers and three
+//! tables keyed by asset symbol: risk (decimals, tier, collateral mode, the four weights, size premium,
+//! concentration threshold, caps, reserve factor), oracle limits, and the interest curve with the annual borrow rate
+//! it gives at 0% utilization, at each kink and at 100%; then the perp tiers (margin ratios, open-interest caps, the
+//! insurance cap per bankruptcy, the markets in each), the perp markets (underlying, tier, step size, size premium,
+//! fees, max leverage, positive-PnL weight, funding interval and clamp) and how the counterparty pool quotes each
+//! market (impact depth, max impact, max exposure; `-` for a market that does not trade against the pool).
 //! Every number is printed exactly as the engine holds it (decimal, no rounding).
 
 use crate::{load_config, Failure};
-use ballast_engine::config::CollateralMode;
+use ballast_engine::config::{CollateralMode, WaterfallStep};
 use ballast_engine::ProtocolConfig;
 use ballast_num::Ratio;
 use std::fmt::Write as _;
@@ -71,8 +73,23 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
     );
     let _ = writeln!(
         out,
-        "socialized_loss_withdrawal_pause_s   {}\n",
+        "socialized_loss_withdrawal_pause_s   {}",
         p.socialized_loss_withdrawal_pause_s
+    );
+    // The steps as the protocol file spells them, first to last.
+    let steps: Vec<&str> = p
+        .bankruptcy_waterfall
+        .iter()
+        .map(|step| match step {
+            WaterfallStep::VenueClaims => "venue_claims",
+            WaterfallStep::Insurance => "insurance",
+            WaterfallStep::Socialize => "socialize",
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "bankruptcy_waterfall                 {}\n",
+        steps.join(" -> ")
     );
 
     out.push_str("tiers\n");
@@ -217,7 +234,8 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
     ));
 
     out.push_str(
-        "\nperp tiers (margin ratios; open interest caps in USD of long open interest at the oracle)\n",
+        "\nperp tiers (margin ratios; open interest caps in USD of long open interest at the oracle; insurance cap: \
+         the most the quote asset's insurance fund pays toward one bankrupt position, USD)\n",
     );
     let rows = config
         .perp_tiers
@@ -229,6 +247,7 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
                 t.maintenance_margin_ratio.to_string(),
                 t.open_interest_lower_cap.to_string(),
                 t.open_interest_upper_cap.to_string(),
+                t.insurance_cap_per_bankruptcy.to_string(),
                 config
                     .markets
                     .iter()
@@ -246,6 +265,7 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
             "maint margin",
             "OI lower cap",
             "OI upper cap",
+            "insurance cap (USD)",
             "markets",
         ],
         rows,
@@ -289,6 +309,28 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
             "funding interval s",
             "funding clamp",
         ],
+        rows,
+    ));
+
+    out.push_str(
+        "\ncounterparty pool quoting (impact = notional / impact depth, at most max impact; the pool's position \
+         notional stays within max exposure times the pool's value; - where the market does not trade with the pool)\n",
+    );
+    let rows = config
+        .markets
+        .iter()
+        .map(|m| match &m.pool {
+            Some(pool) => vec![
+                m.symbol.clone(),
+                pool.impact_depth.to_string(),
+                pool.max_impact.to_string(),
+                pool.max_exposure.to_string(),
+            ],
+            None => vec![m.symbol.clone(), "-".into(), "-".into(), "-".into()],
+        })
+        .collect();
+    out.push_str(&table(
+        &["market", "impact depth (USD)", "max impact", "max exposure"],
         rows,
     ));
     out

@@ -5,9 +5,13 @@
 //!  "sub_accounts":[{"id","owner","margin","balances":{SYMBOL:AMOUNT},
 //!                   "perps":[{"market","base","quote","funding_snapshot"}],"health":{...},"below_maintenance"}],
 //!  "pools":[{"asset","price","total_supplied","total_borrowed","vault","utilization","borrow_rate",
-//!            "supply_rate","borrow_index","supply_index"}],
+//!            "supply_rate","borrow_index","supply_index","insurance_fund","insurance_shares",
+//!            "bad_debt_covered","socialized_loss","withdrawals_paused_until"}],
+//!  "insurance_stakes":[{"sub_account","asset","shares","unstake_shares","unstake_requested_s"}],
 //!  "markets":[{"symbol","underlying","oracle_price","open_interest","funding_index","fees_collected",
+//!              "insurance_collected","claims_written_off","insurance_paid","socialized_loss",
 //!              "reduce_only","paused","margin_multiplier"}],
+//!  "counterparty_pool":null | {"sub_account","total_shares","providers":[{"sub_account","shares"}]},
 //!  "treasury":{SYMBOL:AMOUNT},"state_hash":"<hex>"}
 //! ```
 //!
@@ -15,10 +19,21 @@
 //! asset (USD), prices are USD per whole token, rates are annual, indices start at 1. A perp position's `base` is
 //! whole tokens of the market's underlying (positive long), its `quote` balance USD, its `funding_snapshot` USD per
 //! whole base token (the market's funding index when it last settled); a market's `open_interest` is whole tokens
-//! (long side), `funding_index` USD per whole base token, `fees_collected` USD. Every number except counts, ids and times is
-//! a decimal string, exact, never a float. Balances are valued at each pool's stored indices (as of its last
-//! accrual); health projects borrow interest to `now` and includes unsettled perp PnL and pending funding, as the
-//! engine's own checks do. Objects keyed by symbol list the assets in listing order.
+//! (long side), `funding_index` USD per whole base token, and its venue claims (`fees_collected`,
+//! `insurance_collected`: the insurance share of liquidation fees) and loss ledger (`claims_written_off`,
+//! `insurance_paid`, `socialized_loss`: how its bankruptcies were absorbed, ever) are USD.
+//!
+//! Insurance shares (a pool's `insurance_shares`, a stake's `shares` and `unstake_shares`) carry the asset's
+//! decimals, like its tokens; `insurance_stakes` lists every stake by sub-account, then asset in listing order, and
+//! `unstake_requested_s` is 0 when no unstake is pending. Counterparty pool shares carry 6 decimals (the first share
+//! was worth 1 USD); `counterparty_pool` is `null` until `open_counterparty_pool`, and its providers are listed by
+//! sub-account. The pool's holdings and health are its own entry in `sub_accounts` (owner
+//! [`ballast_engine::POOL_OWNER`]); its value is not printed, as the engine does not expose its valuation.
+//!
+//! Every number except counts, ids and times is a decimal string, exact, never a float. Balances are valued at each
+//! pool's stored indices (as of its last accrual); health projects borrow interest to `now` and includes unsettled
+//! perp PnL and pending funding, as the engine's own checks do. Objects keyed by symbol list the assets in listing
+//! order.
 
 use ballast_engine::{Engine, Health, MarginKind, MarginSpec, OwnerId, SubAccountId};
 use ballast_num::{NumResult, Price, Quote, Ratio, TokenAmount, TokenQuantity};
@@ -44,8 +59,12 @@ pub struct Summary {
     now: u64,
     sub_accounts: Vec<SubAccountSummary>,
     pools: Vec<PoolSummary>,
+    /// Every insurance stake, by sub-account then asset.
+    insurance_stakes: Vec<StakeSummary>,
     /// Every perp market in listing order.
     markets: Vec<MarketSummary>,
+    /// `null` until the pool is opened.
+    counterparty_pool: Option<CounterpartyPoolSummary>,
     /// The treasury's claim on each pool (its reserve-factor share of interest), whole tokens.
     treasury: BySymbol<TokenQuantity>,
     state_hash: String,
@@ -88,11 +107,42 @@ struct PoolSummary {
     /// The asset's insurance fund: its deposit in the pool (whole tokens) and the shares outstanding.
     insurance_fund: TokenQuantity,
     insurance_shares: TokenQuantity,
-    /// Ledger: bad debt the insurance fund has paid, and bad debt written off against depositors, ever.
+    /// Ledger: bad debt the insurance fund has paid (for the quote asset, its payouts toward perp bankruptcies
+    /// too), and bad debt written off against depositors, ever.
     bad_debt_covered: TokenQuantity,
     socialized_loss: TokenQuantity,
     /// Withdrawals and borrows are paused until this time (0: never paused).
     withdrawals_paused_until: u64,
+}
+
+/// One sub-account's stake in one asset's insurance fund.
+#[derive(Debug, Serialize)]
+struct StakeSummary {
+    sub_account: SubAccountId,
+    asset: String,
+    /// Insurance shares held, with the asset's decimals (pending unstake shares included).
+    shares: TokenQuantity,
+    /// Shares asked to be unstaked (0: none), and when (seconds; 0: no request).
+    unstake_shares: TokenQuantity,
+    unstake_requested_s: u64,
+}
+
+/// The counterparty liquidity pool's header and its providers.
+#[derive(Debug, Serialize)]
+struct CounterpartyPoolSummary {
+    /// The pool's own sub-account (also listed in `sub_accounts`).
+    sub_account: SubAccountId,
+    /// Pool shares outstanding, 6 decimals; the sum of every provider's shares.
+    total_shares: TokenQuantity,
+    /// Every provider holding shares, by sub-account.
+    providers: Vec<ProviderSummary>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProviderSummary {
+    sub_account: SubAccountId,
+    /// Pool shares, 6 decimals.
+    shares: TokenQuantity,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,11 +168,21 @@ struct MarketSummary {
     funding_index: Price,
     /// Fees taken from positions, owed to the venue, USD.
     fees_collected: Quote,
+    /// The insurance fund's share of liquidation fees, owed to it, USD.
+    insurance_collected: Quote,
+    /// Loss ledger, USD, ever: the venue's claims written off against bankrupt positions, what the insurance fund
+    /// paid toward them, and what auto-deleveraging socialized (together, every deficit resolved in the market).
+    claims_written_off: Quote,
+    insurance_paid: Quote,
+    socialized_loss: Quote,
     reduce_only: bool,
     paused: bool,
     /// The margin multiplier in force at `now` (phased in linearly by `set_market_risk`).
     margin_multiplier: Ratio,
 }
+
+/// Decimals of counterparty pool share units (the engine's `lp_pool` docs: 1_000_000 units are one share).
+const POOL_SHARE_DECIMALS: u8 = 6;
 
 /// `(symbol, value)` pairs written as one JSON object in the given order (a map type would sort the keys).
 #[derive(Debug)]
@@ -246,11 +306,56 @@ impl Summary {
                 open_interest: whole(asset, state.open_interest).map_err(context)?,
                 funding_index: state.funding_index,
                 fees_collected: state.fees_collected,
+                insurance_collected: state.insurance_collected,
+                claims_written_off: state.claims_written_off,
+                insurance_paid: state.insurance_paid,
+                socialized_loss: state.socialized_loss,
                 reduce_only: state.reduce_only,
                 paused: state.paused,
                 margin_multiplier: state.margin_multiplier(engine.now_s()).map_err(context)?,
             });
         }
+
+        let mut insurance_stakes = Vec::with_capacity(engine.stakes().len());
+        for (&(id, asset), stake) in engine.stakes() {
+            let context = |e: ballast_num::NumError| {
+                format!(
+                    "insurance stake of sub-account {id} in {}: {e}",
+                    symbol(asset)
+                )
+            };
+            insurance_stakes.push(StakeSummary {
+                sub_account: id,
+                asset: symbol(asset),
+                shares: whole(asset, TokenAmount::from_raw(stake.shares)).map_err(context)?,
+                unstake_shares: whole(asset, TokenAmount::from_raw(stake.unstake_shares))
+                    .map_err(context)?,
+                unstake_requested_s: stake.unstake_requested_s,
+            });
+        }
+
+        let lp = engine.lp_pool();
+        let counterparty_pool = match lp.sub_account {
+            None => None,
+            Some(sub_account) => {
+                let shares = |units: i128| {
+                    TokenQuantity::from_native(TokenAmount::from_raw(units), POOL_SHARE_DECIMALS)
+                        .map_err(|e| format!("counterparty pool shares: {e}"))
+                };
+                let mut providers = Vec::with_capacity(engine.lp_shares().len());
+                for (&id, &units) in engine.lp_shares() {
+                    providers.push(ProviderSummary {
+                        sub_account: id,
+                        shares: shares(units)?,
+                    });
+                }
+                Some(CounterpartyPoolSummary {
+                    sub_account,
+                    total_shares: shares(lp.total_shares)?,
+                    providers,
+                })
+            }
+        };
 
         Ok(Summary {
             kind: "summary",
@@ -260,7 +365,9 @@ impl Summary {
             now: engine.now_s(),
             sub_accounts,
             pools,
+            insurance_stakes,
             markets: market_summaries,
+            counterparty_pool,
             treasury: BySymbol(treasury),
             state_hash: engine.state_hash(),
         })
@@ -287,6 +394,14 @@ mod tests {
         );
         assert!(
             json.contains(&format!(r#""state_hash":"{}""#, engine.state_hash())),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""insurance_stakes":[],"markets":["#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""counterparty_pool":null,"treasury":"#),
             "{json}"
         );
     }
@@ -341,10 +456,14 @@ mod tests {
         assert!(
             json.starts_with(concat!(
                 r#"[{"symbol":"BTC-PERP","underlying":"BTC","oracle_price":null,"open_interest":"0","#,
-                r#""funding_index":"0","fees_collected":"0","reduce_only":false,"paused":false,"#,
+                r#""funding_index":"0","fees_collected":"0","insurance_collected":"0","#,
+                r#""claims_written_off":"0","insurance_paid":"0","socialized_loss":"0","#,
+                r#""reduce_only":false,"paused":false,"#,
                 r#""margin_multiplier":"1"},"#,
                 r#"{"symbol":"ETH-PERP","underlying":"ETH","oracle_price":"3000","open_interest":"0.25","#,
-                r#""funding_index":"0","fees_collected":"0.525","reduce_only":false,"paused":false,"#,
+                r#""funding_index":"0","fees_collected":"0.525","insurance_collected":"0","#,
+                r#""claims_written_off":"0","insurance_paid":"0","socialized_loss":"0","#,
+                r#""reduce_only":false,"paused":false,"#,
                 r#""margin_multiplier":"1"}"#
             )),
             "{json}"

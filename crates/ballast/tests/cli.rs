@@ -189,7 +189,8 @@ fn check_lists_perp_tiers_and_markets() {
     out.expect_code(0)
         .stdout_has("\nperp tiers (")
         .stdout_has("\nmarkets (");
-    // Tier: initial and maintenance margin ratios, open interest caps (USD), the markets in it.
+    // Tier: initial and maintenance margin ratios, open interest caps (USD), insurance cap per bankruptcy (USD),
+    // the markets in it.
     assert_eq!(
         row(&out, "large-cap"),
         [
@@ -198,12 +199,13 @@ fn check_lists_perp_tiers_and_markets() {
             "0.03",
             "500000000",
             "1000000000",
+            "2000000",
             "BTC-PERP",
             "ETH-PERP"
         ],
         "{out}"
     );
-    assert_eq!(row(&out, "mid-cap")[5..], ["SOL-PERP"], "{out}");
+    assert_eq!(row(&out, "mid-cap")[5..], ["500000", "SOL-PERP"], "{out}");
     // Market: underlying, tier, step size, size premium, taker/maker/liquidation fees, max leverage, positive-PnL
     // initial weight, funding interval (s) and clamp per interval.
     assert_eq!(
@@ -227,6 +229,70 @@ fn check_lists_perp_tiers_and_markets() {
     for market in ["ETH-PERP", "SOL-PERP", "MNGO-PERP"] {
         assert_eq!(row(&out, market).len(), 12, "{out}");
     }
+}
+
+/// The cells of the first stdout row whose first cell is `first`, after the line that starts with `heading`.
+fn row_under<'a>(out: &'a Outcome, heading: &str, first: &str) -> Vec<&'a str> {
+    out.stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row starting with {first} under {heading:?}{out}"))
+}
+
+#[test]
+fn check_shows_the_waterfall_in_order_and_how_the_pool_quotes_each_market() {
+    let dir = TempDir::new("check_waterfall_pool");
+    let out = dir.ballast(&["check", &example_config()]);
+    out.expect_code(0).stdout_has(
+        "\nbankruptcy_waterfall                 venue_claims -> insurance -> socialize\n",
+    );
+    // Impact depth (USD), max impact, max exposure; a market without `[market.pool]` shows dashes.
+    let heading = "counterparty pool quoting (";
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with(heading))
+            .count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(
+        row_under(&out, heading, "market"),
+        ["market", "impact", "depth", "(USD)", "max", "impact", "max", "exposure"],
+        "{out}"
+    );
+    assert_eq!(
+        row_under(&out, heading, "BTC-PERP"),
+        ["BTC-PERP", "500000000", "0.05", "0.5"],
+        "{out}"
+    );
+    assert_eq!(
+        row_under(&out, heading, "SOL-PERP"),
+        ["SOL-PERP", "50000000", "0.05", "0.3"],
+        "{out}"
+    );
+    assert_eq!(
+        row_under(&out, heading, "MNGO-PERP"),
+        ["MNGO-PERP", "-", "-", "-"],
+        "{out}"
+    );
+
+    // The steps print in the configured order, as the protocol file spells them.
+    let config = std::fs::read_to_string(example_config()).expect("read example config");
+    let reordered = config.replacen(
+        r#"bankruptcy_waterfall = ["venue_claims", "insurance", "socialize"]"#,
+        r#"bankruptcy_waterfall = ["insurance", "venue_claims", "socialize"]"#,
+        1,
+    );
+    assert_ne!(reordered, config, "the example lists all three steps");
+    dir.write("reordered.toml", reordered);
+    dir.ballast(&["check", "reordered.toml"])
+        .expect_code(0)
+        .stdout_has(
+            "\nbankruptcy_waterfall                 insurance -> venue_claims -> socialize\n",
+        );
 }
 
 const BROKEN_CONFIG: &str = r#"
@@ -568,6 +634,10 @@ fn run_example_trades_perps_and_summarizes_positions_and_markets() {
             "open_interest": "0.5",
             "funding_index": "28.25",
             "fees_collected": "19.6035",
+            "insurance_collected": "0",
+            "claims_written_off": "0",
+            "insurance_paid": "0",
+            "socialized_loss": "0",
             "reduce_only": false,
             "paused": false,
             "margin_multiplier": "1"
@@ -583,6 +653,138 @@ fn run_example_trades_perps_and_summarizes_positions_and_markets() {
         markets[1]["margin_multiplier"], "1.041435185185185186",
         "{out}"
     );
+}
+
+/// Runs `commands` (one JSON command a line) against the example protocol with `--summary`; every command must
+/// apply. Returns the outcome.
+fn run_commands(dir: &TempDir, commands: &[&str]) -> Outcome {
+    dir.write("commands.jsonl", commands.join("\n"));
+    let out = dir.ballast(&[
+        "run",
+        "--config",
+        &example_config(),
+        "--commands",
+        "commands.jsonl",
+        "--summary",
+    ]);
+    out.expect_code(0);
+    assert_eq!(
+        out.of_type("rejection"),
+        Vec::<serde_json::Value>::new(),
+        "{out}"
+    );
+    out
+}
+
+#[test]
+fn run_summary_shows_the_counterparty_pool_and_insurance_stakes() {
+    let dir = TempDir::new("run_pool_stakes");
+    let out = run_commands(
+        &dir,
+        &[
+            r#"{"timestamp":1700000000,"type":"create_account","owner":1}"#,
+            r#"{"timestamp":1700000000,"type":"open_sub_account","owner":1,"margin":"cross"}"#,
+            r#"{"timestamp":1700000000,"type":"create_account","owner":2}"#,
+            r#"{"timestamp":1700000000,"type":"open_sub_account","owner":2,"margin":"cross"}"#,
+            r#"{"timestamp":1700000000,"type":"oracle_price","asset":"USDC","price":"1","confidence":"0","publish_time":1700000000}"#,
+            r#"{"timestamp":1700000000,"type":"oracle_price","asset":"BTC","price":"56000","confidence":"10","publish_time":1700000000}"#,
+            r#"{"timestamp":1700000001,"type":"deposit","sub_account":0,"asset":"USDC","amount":"10000"}"#,
+            r#"{"timestamp":1700000001,"type":"deposit","sub_account":1,"asset":"USDC","amount":"5000"}"#,
+            r#"{"timestamp":1700000002,"type":"open_counterparty_pool"}"#,
+            r#"{"timestamp":1700000003,"type":"pool_deposit","sub_account":0,"amount":"4000"}"#,
+            r#"{"timestamp":1700000003,"type":"pool_deposit","sub_account":1,"amount":"1000"}"#,
+            r#"{"timestamp":1700000004,"type":"stake_insurance","sub_account":1,"asset":"USDC","amount":"500"}"#,
+            r#"{"timestamp":1700000004,"type":"stake_insurance","sub_account":0,"asset":"USDC","amount":"250.5"}"#,
+            r#"{"timestamp":1700000005,"type":"request_unstake","sub_account":1,"asset":"USDC","shares":"200"}"#,
+            r#"{"timestamp":1700000006,"type":"pool_trade","market":"BTC-PERP","sub_account":1,"side":"buy","size":"0.01"}"#,
+        ],
+    );
+    let summary = out.last_line();
+    // The first deposit into an empty pool buys one share per USD; the second, at a share price of 1, as many.
+    assert_eq!(
+        summary["counterparty_pool"],
+        serde_json::json!({
+            "sub_account": 2,
+            "total_shares": "5000",
+            "providers": [
+                {"sub_account": 0, "shares": "4000"},
+                {"sub_account": 1, "shares": "1000"}
+            ]
+        }),
+        "{out}"
+    );
+    // The pool is an ordinary sub-account of the reserved owner: its deposit and its side of the trade.
+    let pool = &summary["sub_accounts"][2];
+    assert_eq!(pool["owner"], u64::MAX, "{out}");
+    assert_eq!(pool["balances"]["USDC"], "5000", "{out}");
+    assert_eq!(pool["perps"][0]["market"], "BTC-PERP", "{out}");
+    assert_eq!(pool["perps"][0]["base"], "-0.01", "{out}");
+    // Stakes by sub-account; the first stake in an empty fund buys one share per token (USDC's 6 decimals).
+    assert_eq!(
+        summary["insurance_stakes"],
+        serde_json::json!([
+            {"sub_account": 0, "asset": "USDC", "shares": "250.5", "unstake_shares": "0",
+             "unstake_requested_s": 0},
+            {"sub_account": 1, "asset": "USDC", "shares": "500", "unstake_shares": "200",
+             "unstake_requested_s": 1700000005}
+        ]),
+        "{out}"
+    );
+    assert_eq!(summary["pools"][0]["insurance_shares"], "750.5", "{out}");
+}
+
+#[test]
+fn run_summary_shows_each_markets_loss_ledger() {
+    let dir = TempDir::new("run_loss_ledger");
+    // Sub-account 0 (1,000 USDC) buys 0.3 BTC-PERP at 56,000 from 1 (fees 8.4 and 3.36); sub-account 2 stakes 100
+    // USDC of insurance. BTC falls to 51,000: the long is worth 1,000 - 8.4 - 0.3 * 5,000 = -508.4 USD. It pays its
+    // 1,000 USDC to the short, and the rest is resolved: the venue's 11.76 of fees, then the whole 100 USDC fund,
+    // then 396.64 by auto-deleveraging the short.
+    let out = run_commands(
+        &dir,
+        &[
+            r#"{"timestamp":1700000000,"type":"create_account","owner":1}"#,
+            r#"{"timestamp":1700000000,"type":"open_sub_account","owner":1,"margin":"cross"}"#,
+            r#"{"timestamp":1700000000,"type":"create_account","owner":2}"#,
+            r#"{"timestamp":1700000000,"type":"open_sub_account","owner":2,"margin":"cross"}"#,
+            r#"{"timestamp":1700000000,"type":"create_account","owner":3}"#,
+            r#"{"timestamp":1700000000,"type":"open_sub_account","owner":3,"margin":"cross"}"#,
+            r#"{"timestamp":1700000000,"type":"oracle_price","asset":"USDC","price":"1","confidence":"0","publish_time":1700000000}"#,
+            r#"{"timestamp":1700000000,"type":"oracle_price","asset":"BTC","price":"56000","confidence":"10","publish_time":1700000000}"#,
+            r#"{"timestamp":1700000001,"type":"deposit","sub_account":0,"asset":"USDC","amount":"1000"}"#,
+            r#"{"timestamp":1700000001,"type":"deposit","sub_account":1,"asset":"USDC","amount":"100000"}"#,
+            r#"{"timestamp":1700000001,"type":"deposit","sub_account":2,"asset":"USDC","amount":"1000"}"#,
+            r#"{"timestamp":1700000002,"type":"stake_insurance","sub_account":2,"asset":"USDC","amount":"100"}"#,
+            r#"{"timestamp":1700000003,"type":"perp_fill","market":"BTC-PERP","taker":0,"maker":1,"side":"buy","size":"0.3","price":"56000"}"#,
+            r#"{"timestamp":1700000004,"type":"oracle_price","asset":"BTC","price":"51000","confidence":"10","publish_time":1700000004}"#,
+            r#"{"timestamp":1700000005,"type":"settle_pnl","market":"BTC-PERP","winner":1,"loser":0}"#,
+            r#"{"timestamp":1700000006,"type":"resolve_bankruptcy","target":0}"#,
+        ],
+    );
+    assert_eq!(out.of_type("perp_bankruptcy_resolved").len(), 1, "{out}");
+    let summary = out.last_line();
+    let btc = &summary["markets"][0];
+    assert_eq!(btc["symbol"], "BTC-PERP", "{out}");
+    for (field, value) in [
+        ("claims_written_off", "11.76"),
+        ("insurance_paid", "100"),
+        ("socialized_loss", "396.64"),
+        // The written-off fees are no longer owed to the venue.
+        ("fees_collected", "0"),
+        ("insurance_collected", "0"),
+        ("open_interest", "0"),
+    ] {
+        assert_eq!(btc[field], value, "{field}{out}");
+    }
+    // The stake remains, its fund spent; no pool was opened.
+    assert_eq!(
+        summary["insurance_stakes"],
+        serde_json::json!([{"sub_account": 2, "asset": "USDC", "shares": "100", "unstake_shares": "0",
+                            "unstake_requested_s": 0}]),
+        "{out}"
+    );
+    assert_eq!(summary["pools"][0]["insurance_fund"], "0", "{out}");
+    assert!(summary["counterparty_pool"].is_null(), "{out}");
 }
 
 #[test]
