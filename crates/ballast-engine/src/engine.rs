@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 mod lp_pool;
 mod waterfall;
 
-pub use lp_pool::{LpPool, POOL_OWNER};
+pub use lp_pool::{LpPool, POOL_OWNER, POOL_SHARE_DECIMALS};
 
 /// Index of a listed asset, in listing order.
 pub type AssetIdx = u16;

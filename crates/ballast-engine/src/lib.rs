@@ -21,5 +21,7 @@ pub mod pool;
 
 pub use command::{Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SubAccountId};
 pub use config::{AssetConfig, ConfigErrors, ProtocolConfig};
-pub use engine::{AssetIdx, Engine, LpPool, MarginKind, SubAccount, POOL_OWNER};
+pub use engine::{
+    AssetIdx, Engine, LpPool, MarginKind, SubAccount, POOL_OWNER, POOL_SHARE_DECIMALS,
+};
 pub use health::Health;

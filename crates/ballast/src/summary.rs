@@ -11,7 +11,7 @@
 //!  "markets":[{"symbol","underlying","oracle_price","open_interest","funding_index","fees_collected",
 //!              "insurance_collected","claims_written_off","insurance_paid","socialized_loss",
 //!              "reduce_only","paused","margin_multiplier"}],
-//!  "counterparty_pool":null | {"sub_account","total_shares","providers":[{"sub_account","shares"}]},
+//!  "counterparty_pool":null | {"sub_account","total_shares","value","providers":[{"sub_account","shares"}]},
 //!  "treasury":{SYMBOL:AMOUNT},"state_hash":"<hex>"}
 //! ```
 //!
@@ -28,14 +28,17 @@
 //! `unstake_requested_s` is 0 when no unstake is pending. Counterparty pool shares carry 6 decimals (the first share
 //! was worth 1 USD); `counterparty_pool` is `null` until `open_counterparty_pool`, and its providers are listed by
 //! sub-account. The pool's holdings and health are its own entry in `sub_accounts` (owner
-//! [`ballast_engine::POOL_OWNER`]); its value is not printed, as the engine does not expose its valuation.
+//! [`ballast_engine::POOL_OWNER`]); its `value` (USD) is the engine's own valuation, which prices its shares, or
+//! `null` while a price it needs is not usable.
 //!
 //! Every number except counts, ids and times is a decimal string, exact, never a float. Balances are valued at each
 //! pool's stored indices (as of its last accrual); health projects borrow interest to `now` and includes unsettled
 //! perp PnL and pending funding, as the engine's own checks do. Objects keyed by symbol list the assets in listing
 //! order.
 
-use ballast_engine::{Engine, Health, MarginKind, MarginSpec, OwnerId, SubAccountId};
+use ballast_engine::{
+    Engine, Health, MarginKind, MarginSpec, OwnerId, SubAccountId, POOL_SHARE_DECIMALS,
+};
 use ballast_num::{NumResult, Price, Quote, Ratio, TokenAmount, TokenQuantity};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -134,6 +137,9 @@ struct CounterpartyPoolSummary {
     sub_account: SubAccountId,
     /// Pool shares outstanding, 6 decimals; the sum of every provider's shares.
     total_shares: TokenQuantity,
+    /// The pool's value at oracle prices (USD), as the engine prices its shares; `null` while a price it needs is
+    /// not usable.
+    value: Option<Quote>,
     /// Every provider holding shares, by sub-account.
     providers: Vec<ProviderSummary>,
 }
@@ -180,9 +186,6 @@ struct MarketSummary {
     /// The margin multiplier in force at `now` (phased in linearly by `set_market_risk`).
     margin_multiplier: Ratio,
 }
-
-/// Decimals of counterparty pool share units (the engine's `lp_pool` docs: 1_000_000 units are one share).
-const POOL_SHARE_DECIMALS: u8 = 6;
 
 /// `(symbol, value)` pairs written as one JSON object in the given order (a map type would sort the keys).
 #[derive(Debug)]
@@ -352,6 +355,7 @@ impl Summary {
                 Some(CounterpartyPoolSummary {
                     sub_account,
                     total_shares: shares(lp.total_shares)?,
+                    value: engine.counterparty_pool_value(),
                     providers,
                 })
             }

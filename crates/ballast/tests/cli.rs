@@ -700,12 +700,14 @@ fn run_summary_shows_the_counterparty_pool_and_insurance_stakes() {
         ],
     );
     let summary = out.last_line();
-    // The first deposit into an empty pool buys one share per USD; the second, at a share price of 1, as many.
+    // The first deposit into an empty pool buys one share per USD; the second, at a share price of 1, as many. The
+    // pool then sold 0.01 BTC at 56,000 plus an impact of 560 / 500,000,000: it is worth 0.000628 USD more.
     assert_eq!(
         summary["counterparty_pool"],
         serde_json::json!({
             "sub_account": 2,
             "total_shares": "5000",
+            "value": "5000.000628",
             "providers": [
                 {"sub_account": 0, "shares": "4000"},
                 {"sub_account": 1, "shares": "1000"}
@@ -715,7 +717,7 @@ fn run_summary_shows_the_counterparty_pool_and_insurance_stakes() {
     );
     // The pool is an ordinary sub-account of the reserved owner: its deposit and its side of the trade.
     let pool = &summary["sub_accounts"][2];
-    assert_eq!(pool["owner"], u64::MAX, "{out}");
+    assert_eq!(pool["owner"], ballast_engine::POOL_OWNER, "{out}");
     assert_eq!(pool["balances"]["USDC"], "5000", "{out}");
     assert_eq!(pool["perps"][0]["market"], "BTC-PERP", "{out}");
     assert_eq!(pool["perps"][0]["base"], "-0.01", "{out}");

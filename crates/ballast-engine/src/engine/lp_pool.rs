@@ -28,14 +28,15 @@
 
 use super::*;
 
-/// The owner id reserved for the counterparty pool's sub-account; no account may be created with it.
-pub const POOL_OWNER: OwnerId = u64::MAX;
+/// The owner id reserved for the counterparty pool's sub-account; no account may be created with it. It is the
+/// largest integer a JSON reader that holds numbers as doubles reads exactly (2^53 - 1).
+pub const POOL_OWNER: OwnerId = (1 << 53) - 1;
 
 /// Virtual share units and micro-USD added to both sides of the share price (see the module docs).
 const POOL_VIRTUAL_OFFSET: i128 = 1_000_000;
 
-/// Decimals of pool shares as events show them.
-const SHARE_DECIMALS: u8 = 6;
+/// Decimals of pool shares as events show them (1_000_000 share units are one share).
+pub const POOL_SHARE_DECIMALS: u8 = 6;
 
 /// The counterparty pool's header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,6 +137,11 @@ impl Engine {
             total_shares: 0,
         });
         Ok(vec![Event::CounterpartyPoolOpened { sub_account: id }])
+    }
+
+    /// The counterparty pool's value now (module docs), if it is open and every price it needs is usable.
+    pub fn counterparty_pool_value(&self) -> Option<Quote> {
+        self.pool_value(self.now_s).ok()
     }
 
     /// The pool's value (module docs), refusing if any price it needs is not usable for new risk.
@@ -266,7 +272,7 @@ impl Engine {
         let mut events = vec![Event::PoolDeposited {
             sub_account: id,
             amount,
-            shares: TokenQuantity::from_native(TokenAmount::from_raw(shares), SHARE_DECIMALS)?,
+            shares: TokenQuantity::from_native(TokenAmount::from_raw(shares), POOL_SHARE_DECIMALS)?,
             pool_value: value,
         }];
         let mut touched = [id, pool_id];
@@ -284,14 +290,14 @@ impl Engine {
         let pool_id = self.pool_id()?;
         let quote = self.quote_asset;
         self.sub_account(id)?;
-        let units = match shares.to_native_exact(SHARE_DECIMALS) {
+        let units = match shares.to_native_exact(POOL_SHARE_DECIMALS) {
             Some(u) if u.is_positive() => u.raw(),
             _ => {
                 return Err(reject(
                     "bad_amount",
                     format!(
-                        "{shares} shares must be positive with at most {SHARE_DECIMALS} decimals"
-                    ),
+                    "{shares} shares must be positive with at most {POOL_SHARE_DECIMALS} decimals"
+                ),
                 ))
             }
         };
@@ -301,7 +307,10 @@ impl Engine {
                 "insufficient_shares",
                 format!(
                     "sub-account {id} holds {} pool shares, not {shares}",
-                    TokenQuantity::from_native(TokenAmount::from_raw(held_shares), SHARE_DECIMALS)?
+                    TokenQuantity::from_native(
+                        TokenAmount::from_raw(held_shares),
+                        POOL_SHARE_DECIMALS
+                    )?
                 ),
             ));
         }
