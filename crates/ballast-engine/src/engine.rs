@@ -844,6 +844,19 @@ impl Engine {
         }
     }
 
+    /// A copy of market `m` with its funding accrued to `now_s` at the underlying's current oracle price, and the
+    /// seconds accrued at the rate in force. Every handler that settles or moves positions starts from it, so a
+    /// position pays funding for exactly the time it was held.
+    fn accrued_market(&self, m: MarketIdx, now_s: u64) -> NumResult<(Market, u64)> {
+        let mut market = self.markets[m as usize].clone();
+        let interval_s = self.market_configs[m as usize].funding.interval_s;
+        let seconds = match self.oracles[self.market_underlying[m as usize] as usize] {
+            Some(o) => market.accrue_funding(now_s, o.price, interval_s)?,
+            None => 0,
+        };
+        Ok((market, seconds))
+    }
+
     /// What margin needs to know about a perp market at time `now`: the underlying's oracle price, the funding
     /// index, and the initial and maintenance ratios after open-interest scaling and the margin multiplier.
     pub(crate) fn market_risk(&self, market: MarketIdx, now_s: u64) -> NumResult<MarketRisk> {
@@ -1228,7 +1241,13 @@ impl Engine {
             }
             Some(previous) => previous.next(price, confidence, publish_time, config)?,
         };
-        // Commit.
+        // Funding in the asset's markets accrues up to now at the price that held until now.
+        for m in 0..self.markets.len() as MarketIdx {
+            if self.market_underlying[m as usize] == asset {
+                let (market, _) = self.accrued_market(m, now_s)?;
+                self.commit_market(m, market);
+            }
+        }
         self.commit_oracle(asset, next);
         let mut events = vec![Event::PriceUpdated {
             asset: symbol.to_string(),
@@ -1488,7 +1507,7 @@ impl Engine {
             ));
         };
         let before = [self.health_at(taker, now_s)?, self.health_at(maker, now_s)?];
-        let mut market = self.markets[m as usize].clone();
+        let (mut market, _) = self.accrued_market(m, now_s)?;
         let flat = PerpPosition {
             market: m,
             base: TokenAmount::ZERO,
@@ -1626,19 +1645,14 @@ impl Engine {
             Guard::NewRisk,
             &format!("funding for {symbol}"),
         )?;
-        let mut market = self.markets[m as usize].clone();
-        // At most one interval: a late sample must not pay days of funding to whoever holds a position at it.
-        let interval_s = self.market_configs[m as usize].funding.interval_s;
-        let elapsed_s = now_s.saturating_sub(market.last_funding_s).min(interval_s);
-        let (index, rate) = crate::perp::next_funding_index(
-            market.funding_index,
-            mark,
-            oracle,
-            elapsed_s,
-            &self.market_configs[m as usize].funding,
-        )?;
-        market.funding_index = index;
-        market.last_funding_s = now_s;
+        // Funding so far accrues at the rate in force until now; the sample sets the rate from now on, for at most
+        // one interval.
+        let (mut market, elapsed_s) = self.accrued_market(m, now_s)?;
+        let config = &self.market_configs[m as usize].funding;
+        let rate = crate::perp::funding_rate(mark, oracle, config)?;
+        market.funding_rate = rate;
+        market.funding_rate_until_s = now_s + config.interval_s;
+        let index = market.funding_index;
         self.commit_market(m, market);
         let mut events = vec![Event::FundingUpdated {
             market: symbol.to_string(),
@@ -1989,7 +2003,7 @@ impl Engine {
         let liquidator_sub = self.sub_account(liquidator)?;
         self.check_may_trade(liquidator_sub, liquidator, m)?;
         let target_sub = &self.sub_accounts[target as usize];
-        let mut market = self.markets[m as usize].clone();
+        let (mut market, _) = self.accrued_market(m, now_s)?;
         let mut tp = *target_sub
             .perp(m)
             .expect("listed from the target's positions");
@@ -2165,7 +2179,7 @@ impl Engine {
             Guard::Liquidation,
             &format!("settling {symbol}"),
         )?;
-        let mut market = self.markets[m as usize].clone();
+        let (mut market, _) = self.accrued_market(m, now_s)?;
         let mut positions = [PerpPosition {
             market: m,
             base: TokenAmount::ZERO,
@@ -2250,7 +2264,7 @@ impl Engine {
         )?;
         let sub = self.sub_account(loser)?;
         self.check_may_hold(sub, loser, quote_asset)?;
-        let mut market = self.markets[m as usize].clone();
+        let (mut market, _) = self.accrued_market(m, now_s)?;
         let mut position = *sub.perp(m).ok_or_else(|| {
             reject(
                 "no_position",

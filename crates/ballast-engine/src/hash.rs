@@ -85,6 +85,8 @@ impl Engine {
             e.i128(market.open_interest.raw());
             e.i128(market.funding_index.raw());
             e.u64(market.last_funding_s);
+            e.i128(market.funding_rate.raw());
+            e.u64(market.funding_rate_until_s);
             e.i128(market.fees_collected.raw());
             e.i128(market.insurance_collected.raw());
             e.i128(market.funding_dust);

@@ -15,9 +15,14 @@
 //! health and in full at the other levels; negative PnL counts in full.
 //!
 //! ## Funding
-//! Each market keeps a cumulative funding index `F` ([`Price`]: USD per whole base token). A funding update with a
-//! premium sample (the venue's mark price from its order book) moves it by
-//! `clamp((mark - oracle) / oracle, ±max_rate_per_interval) * oracle * elapsed / interval`; longs pay when it rises.
+//! Each market keeps a cumulative funding index `F` ([`Price`]: USD per whole base token) and a funding rate. A
+//! funding update with a premium sample (the venue's mark price from its order book) sets the rate to
+//! `clamp((mark - oracle) / oracle, ±max_rate_per_interval)` per interval, in force for one interval. The index
+//! accrues `rate * oracle * seconds / interval` ([`Market::accrue_funding`]) whenever the market is touched: a fill,
+//! a liquidation, a settlement, a bankruptcy resolution, a funding sample, and every oracle price of the underlying
+//! (at the price that held until then). So a position pays or earns the rate for exactly the time it is held: one
+//! opened just before a sample gets nothing for the time before it. Longs pay when the index rises. Health counts
+//! funding up to the market's last touch.
 //! Positions settle lazily: on every touch, a position pays `base * (F - snapshot)`, rounded so that payers pay up
 //! and receivers receive down. The remainders go to the market's `funding_dust`, in exact units, so that
 //!
@@ -299,9 +304,13 @@ pub struct PerpPosition {
 pub struct Market {
     /// Long open interest, native base units (equal to short open interest).
     pub open_interest: TokenAmount,
-    /// Cumulative funding, USD per whole base token.
+    /// Cumulative funding, USD per whole base token, accrued up to `last_funding_s`.
     pub funding_index: Price,
     pub last_funding_s: u64,
+    /// The rate the last premium sample set (per funding interval), in force until `funding_rate_until_s`: one
+    /// interval after the sample, so a feed that stops does not charge a stale rate for ever.
+    pub funding_rate: Ratio,
+    pub funding_rate_until_s: u64,
     /// Fees taken from positions, owed to the venue, micro-USD.
     pub fees_collected: Quote,
     /// The insurance fund's share of liquidation fees, taken from liquidators' positions, micro-USD.
@@ -328,6 +337,8 @@ impl Market {
             open_interest: TokenAmount::ZERO,
             funding_index: Price::ZERO,
             last_funding_s: now_s,
+            funding_rate: Ratio::ZERO,
+            funding_rate_until_s: now_s,
             fees_collected: Quote::ZERO,
             insurance_collected: Quote::ZERO,
             funding_dust: 0,
@@ -357,6 +368,26 @@ impl Market {
             Rounding::Ceil,
         )?;
         self.multiplier_from.checked_add(Ratio::from_raw(moved))
+    }
+
+    /// Accrues the funding index to `now_s` at the rate in force (while it is), valued at `oracle`: the index rises by
+    /// `rate * oracle * seconds / interval_s` (rounded down), so a position pays or earns the rate for exactly the
+    /// time it is held. Returns the seconds accrued at the rate.
+    pub fn accrue_funding(&mut self, now_s: u64, oracle: Price, interval_s: u64) -> NumResult<u64> {
+        let end = now_s.min(self.funding_rate_until_s);
+        let seconds = end.saturating_sub(self.last_funding_s);
+        if seconds > 0 && !self.funding_rate.is_zero() {
+            let per_interval = oracle.mul_ratio(self.funding_rate, Rounding::Floor)?;
+            let step = mul_div(
+                per_interval.raw(),
+                seconds as i128,
+                interval_s as i128,
+                Rounding::Floor,
+            )?;
+            self.funding_index = self.funding_index.checked_add(Price::from_raw(step))?;
+        }
+        self.last_funding_s = self.last_funding_s.max(now_s);
+        Ok(seconds)
     }
 
     /// Settles a position's funding to this market's index, keeping the rounding remainder as funding dust.
@@ -448,29 +479,15 @@ pub fn settle_funding(
     Ok(dust)
 }
 
-/// The funding index after a premium sample: `F + clamp((mark - oracle) / oracle) * oracle * elapsed / interval`.
-pub fn next_funding_index(
-    index: Price,
-    mark: Price,
-    oracle: Price,
-    elapsed_s: u64,
-    config: &FundingConfig,
-) -> NumResult<(Price, Ratio)> {
+/// The funding rate a premium sample sets: `clamp((mark - oracle) / oracle, ±max_rate_per_interval)` per interval.
+pub fn funding_rate(mark: Price, oracle: Price, config: &FundingConfig) -> NumResult<Ratio> {
     let premium = Ratio::from_fraction(
         mark.checked_sub(oracle)?.raw(),
         oracle.raw(),
         Rounding::Floor,
     )?;
     let cap = config.max_rate_per_interval;
-    let rate = premium.max(cap.checked_neg()?).min(cap);
-    let per_interval = oracle.mul_ratio(rate, Rounding::Floor)?;
-    let step = mul_div(
-        per_interval.raw(),
-        elapsed_s as i128,
-        config.interval_s as i128,
-        Rounding::Floor,
-    )?;
-    Ok((index.checked_add(Price::from_raw(step))?, rate))
+    Ok(premium.max(cap.checked_neg()?).min(cap))
 }
 
 /// What margin needs to know about one market at one moment.

@@ -36,11 +36,10 @@ fn an_off_market_reducing_fill_cannot_hand_the_margin_to_a_colluder() {
     v.fill("BTC-PERP", a, b, false, "1", "59000").unwrap();
 }
 
-/// Funding for a sample covers at most one interval: a short opened one second before a sample that comes after a
-/// week-long gap receives one interval's funding (60,000 * 0.0005 = 30), not the week's (5,040). (Funding is not yet
-/// time-weighted per position; see ARCHITECTURE.md.)
+/// Funding cannot be sniped: a short opened one second before a sample that comes after a week-long gap receives
+/// nothing for the week (the sample only sets the rate from then on), and one second of the new rate after it.
 #[test]
-fn a_late_funding_sample_pays_at_most_one_interval() {
+fn a_late_funding_sample_pays_nothing_for_the_time_before_it() {
     let mut v = Venue::new(flat_config());
     v.all_prices();
     let a = v.sub(1, MarginSpec::Cross);
@@ -57,10 +56,13 @@ fn a_late_funding_sample_pays_at_most_one_interval() {
         market: "BTC-PERP".into(),
         mark_price: price("61000"),
     });
-    let b_after = v.health(b).maintenance;
-    let gain = b_after.checked_sub(b_before).unwrap();
-    println!("short held 1 s, funding received {gain}");
-    assert_eq!(gain, quote("30"), "received {gain} for one second");
+    assert_eq!(v.health(b).maintenance, b_before);
+    v.t += 1;
+    v.all_prices();
+    let gain = v.health(b).maintenance.checked_sub(b_before).unwrap();
+    println!("short held 2 s, funding received {gain}");
+    // One second at 60,000 * 0.0005 per hour: 0.008333 (the index rounds down).
+    assert_eq!(gain, quote("0.008333"), "received {gain}");
 }
 
 /// An unstake request lapses one cooldown after it matured, so a staker cannot serve the cooldown once and leave at

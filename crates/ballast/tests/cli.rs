@@ -573,15 +573,20 @@ fn run_example_trades_perps_and_summarizes_positions_and_markets() {
         "{out}"
     );
 
-    // The first sample starts the clock at rate 0; an hour later the mark is 100 above the oracle's 56500: the
-    // premium is clamped to 0.0005 and the index moves by 56500 * 0.0005 = 28.25 USD per BTC.
+    // The first sample sets rate 0; an hour later the mark is 100 above the oracle's 56500: the premium is clamped to
+    // 0.0005, the rate from then on. Nothing has accrued yet; the prints an hour later accrue the hour at that rate:
+    // 56500 * 0.0005 = 28.25 USD per BTC.
     let funding = out.of_type("funding_updated");
     assert_eq!(funding.len(), 2, "{out}");
     assert_eq!(funding[0]["rate"], "0", "{out}");
     assert_eq!(funding[1]["market"], "BTC-PERP", "{out}");
     assert_eq!(funding[1]["rate"], "0.0005", "{out}");
-    assert_eq!(funding[1]["elapsed_s"], 3600, "{out}");
-    assert_eq!(funding[1]["funding_index"], "28.25", "{out}");
+    assert_eq!(funding[1]["funding_index"], "0", "{out}");
+    assert_eq!(
+        out.last_line()["markets"][0]["funding_index"],
+        "28.25",
+        "{out}"
+    );
 
     let risk = out.of_type("market_risk_set");
     assert_eq!(risk.len(), 1, "{out}");
@@ -644,13 +649,13 @@ fn run_example_trades_perps_and_summarizes_positions_and_markets() {
         }),
         "{out}"
     );
-    // ETH-PERP went reduce-only with its multiplier phased from 1 to 2 over 86400 s; 3580 s later it is at
-    // 1 + 3580 / 86400, rounded up.
+    // ETH-PERP went reduce-only with its multiplier phased from 1 to 2 over 86400 s; 7180 s later it is at
+    // 1 + 7180 / 86400, rounded up.
     assert_eq!(markets[1]["oracle_price"], "2950", "{out}");
     assert_eq!(markets[1]["reduce_only"], true, "{out}");
     assert_eq!(markets[1]["open_interest"], "0", "{out}");
     assert_eq!(
-        markets[1]["margin_multiplier"], "1.041435185185185186",
+        markets[1]["margin_multiplier"], "1.083101851851851852",
         "{out}"
     );
 }

@@ -137,11 +137,8 @@ impl Engine {
         let mut position = *self.sub_accounts[id as usize]
             .perp(m)
             .expect("listed from the sub-account's positions");
-        settle_funding(
-            &mut position,
-            self.markets[m as usize].funding_index,
-            decimals,
-        )?;
+        let index = self.accrued_market(m, now_s)?.0.funding_index;
+        settle_funding(&mut position, index, decimals)?;
         let value = oracle
             .value_floor(position.base, decimals)?
             .checked_add(position.quote)?;
@@ -179,10 +176,10 @@ impl Engine {
         m: MarketIdx,
         target: SubAccountId,
         oracle: Price,
+        index: Price,
     ) -> NumResult<Vec<Candidate>> {
         let risks = self.all_risks(now_s)?;
         let decimals = risks.markets[m as usize].decimals;
-        let index = self.markets[m as usize].funding_index;
         let mut ranked = Vec::with_capacity(self.market_holders[m as usize].len());
         for &id in &self.market_holders[m as usize] {
             if id == target {
@@ -260,14 +257,14 @@ impl Engine {
         let value = |p: &PerpPosition| -> NumResult<Quote> {
             oracle.value_floor(p.base, decimals)?.checked_add(p.quote)
         };
-        let mut market = self.markets[m as usize].clone();
+        let (mut market, _) = self.accrued_market(m, now_s)?;
         let mut tp = *self.sub_accounts[target as usize]
             .perp(m)
             .expect("listed from the target's positions");
         market.settle_position_funding(&mut tp, decimals)?;
         let deficit = value(&tp)?.checked_neg()?;
         debug_assert!(!deficit.is_negative(), "checked by resolve_bankruptcy");
-        let mut ranked = self.adl_ranking(now_s, m, target, oracle)?;
+        let mut ranked = self.adl_ranking(now_s, m, target, oracle, market.funding_index)?;
         // Books a candidate's funding settlement in the market the first time the waterfall changes it.
         let touch = |c: &mut Candidate, market: &mut Market| -> NumResult<()> {
             if !c.touched {
