@@ -16,6 +16,7 @@ use crate::limits::{
     MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_CLOCK_JUMP_S, MAX_OWNERS,
     MAX_PERP_POSITIONS_PER_SUB_ACCOUNT, MAX_PRICE, MAX_SUB_ACCOUNTS, MAX_SUB_ACCOUNTS_PER_OWNER,
 };
+use crate::maintenance::{EntryCache, Epochs};
 use crate::oracle::{OraclePrice, PriceProblem};
 use crate::perp::{
     open_interest_initial_ratio, Market, MarketConfig, MarketRisk, PerpPosition, PerpTierConfig,
@@ -70,6 +71,12 @@ pub struct SubAccount {
     pub perps: Vec<PerpPosition>,
     /// Maintenance health was below zero at the last evaluation (a margin call is open).
     pub below_maintenance: bool,
+    /// The oracle hot path's cache of each balance, then of each position, in the order of `balances` and `perps`
+    /// (derived state, not hashed; see [`crate::maintenance`]). An entry's cache is replaced whenever it changes.
+    pub(crate) maintenance: Vec<EntryCache>,
+    /// The last re-evaluation of an asset's holders that met this sub-account (derived state, not hashed; see
+    /// `Engine::reevaluate_holders`).
+    pub(crate) evaluated: u64,
 }
 
 impl SubAccount {
@@ -108,6 +115,10 @@ pub struct Engine {
     pub(crate) market_underlying: Vec<AssetIdx>,
     /// Per market, the sub-accounts with a position in it (derived).
     pub(crate) market_holders: Vec<BTreeSet<SubAccountId>>,
+    /// Per market, how many of its holders hold no balance in its underlying asset (derived, not hashed). When it is
+    /// zero, an update of the underlying's price meets every holder of the market among the asset's spot holders,
+    /// and `reevaluate_holders` skips the walk over the market's holders.
+    pub(crate) market_only_holders: Vec<u32>,
     /// Sub-accounts allowed to liquidate.
     pub(crate) liquidators: BTreeSet<SubAccountId>,
     /// Insurance fund stakes by (sub-account, asset).
@@ -121,6 +132,11 @@ pub struct Engine {
     pub(crate) applied: u64,
     /// Pre-images of what the command being applied has written (see [`Journal`]).
     journal: Journal,
+    /// The inputs the maintenance caches were computed with (derived, not hashed, not journaled; see
+    /// [`crate::maintenance`]).
+    pub(crate) epochs: Epochs,
+    /// Re-evaluations of an asset's holders so far (derived, not hashed; see `Engine::reevaluate_holders`).
+    evaluations: u64,
 }
 
 /// Pre-images of everything the command being applied has written so far.
@@ -202,12 +218,15 @@ impl Engine {
             now_s: genesis_s,
             applied: 0,
             journal: Journal::default(),
+            epochs: Epochs::default(),
+            evaluations: 0,
             perp_tiers: config.perp_tiers,
             market_configs: Vec::new(),
             markets: Vec::new(),
             market_by_symbol: BTreeMap::new(),
             market_underlying: Vec::new(),
             market_holders: Vec::new(),
+            market_only_holders: Vec::new(),
             liquidators: BTreeSet::new(),
             stakes: BTreeMap::new(),
             lp: LpPool::default(),
@@ -226,6 +245,7 @@ impl Engine {
             engine.market_configs.push(market);
             engine.markets.push(Market::new(genesis_s));
             engine.market_holders.push(BTreeSet::new());
+            engine.market_only_holders.push(0);
         }
         engine
     }
@@ -275,12 +295,18 @@ impl Engine {
     /// Sets or removes a perp position, keeping positions sorted and the market holder index true.
     fn set_perp(&mut self, id: SubAccountId, market: MarketIdx, position: Option<PerpPosition>) {
         let sub = &mut self.sub_accounts[id as usize];
+        let market_only = sub.scaled(self.market_underlying[market as usize]) == 0;
         let found = sub.perps.binary_search_by_key(&market, |p| p.market);
         match (found, position) {
-            (Ok(i), Some(p)) => sub.perps[i] = p,
+            (Ok(i), Some(p)) => {
+                sub.perps[i] = p;
+                sub.maintenance[sub.balances.len() + i] = EntryCache::position(market);
+            }
             (Ok(i), None) => {
                 sub.perps.remove(i);
+                sub.maintenance.remove(sub.balances.len() + i);
                 self.market_holders[market as usize].remove(&id);
+                self.market_only_holders[market as usize] -= market_only as u32;
             }
             (Err(i), Some(p)) => {
                 assert!(
@@ -288,7 +314,10 @@ impl Engine {
                     "position count checked before"
                 );
                 sub.perps.insert(i, p);
+                sub.maintenance
+                    .insert(sub.balances.len() + i, EntryCache::position(market));
                 self.market_holders[market as usize].insert(id);
+                self.market_only_holders[market as usize] += market_only as u32;
             }
             (Err(_), None) => {}
         }
@@ -750,9 +779,18 @@ impl Engine {
     fn set_balance(&mut self, id: SubAccountId, asset: AssetIdx, scaled: i128) {
         let sub = &mut self.sub_accounts[id as usize];
         match sub.balances.binary_search_by_key(&asset, |b| b.asset) {
-            Ok(pos) if scaled != 0 => sub.balances[pos].scaled = scaled,
+            Ok(pos) if scaled != 0 => {
+                sub.balances[pos].scaled = scaled;
+                sub.maintenance[pos] = EntryCache::balance(asset, scaled);
+            }
             Ok(pos) => {
                 let slot = sub.balances.remove(pos).holder_slot as usize;
+                sub.maintenance.remove(pos);
+                for p in &sub.perps {
+                    if self.market_underlying[p.market as usize] == asset {
+                        self.market_only_holders[p.market as usize] += 1;
+                    }
+                }
                 let holders = &mut self.holders[asset as usize];
                 holders.swap_remove(slot);
                 if let Some(&moved) = holders.get(slot) {
@@ -779,13 +817,21 @@ impl Engine {
                         holder_slot: holders.len() as u32,
                     },
                 );
+                sub.maintenance
+                    .insert(pos, EntryCache::balance(asset, scaled));
+                for p in &sub.perps {
+                    if self.market_underlying[p.market as usize] == asset {
+                        self.market_only_holders[p.market as usize] -= 1;
+                    }
+                }
                 holders.push(id);
             }
         }
     }
 
     /// Re-evaluates maintenance health of the given sub-accounts and emits margin calls and recoveries for those
-    /// that crossed zero. `risks` holds every asset's [`AssetRisk`] at time `now`.
+    /// that crossed zero. `risks` holds every asset's [`AssetRisk`] at time `now`, stamped by
+    /// [`Engine::margin_risks`].
     fn refresh_margin_flags(
         &mut self,
         ids: &[SubAccountId],
@@ -793,26 +839,11 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
         let mut crossed = Vec::new();
-        self.collect_crossings(ids.iter().copied(), risks, &mut crossed)?;
-        self.apply_crossings(crossed, events);
-        Ok(())
-    }
-
-    /// The sub-accounts among `ids` whose maintenance health crossed zero since their last evaluation, with that
-    /// health. Each id must appear once.
-    fn collect_crossings(
-        &self,
-        ids: impl Iterator<Item = SubAccountId>,
-        risks: &RiskTable,
-        crossed: &mut Vec<(SubAccountId, Quote)>,
-    ) -> NumResult<()> {
-        for id in ids {
-            let sub = &self.sub_accounts[id as usize];
-            let maintenance = maintenance_health(sub, risks)?;
-            if maintenance.is_negative() != sub.below_maintenance {
-                crossed.push((id, maintenance));
-            }
+        for &id in ids {
+            let sub = &mut self.sub_accounts[id as usize];
+            check_crossing(id, sub, risks, &self.epochs, &mut crossed)?;
         }
+        self.apply_crossings(crossed, events);
         Ok(())
     }
 
@@ -908,13 +939,27 @@ impl Engine {
         })
     }
 
+    /// [`Engine::all_risks`] for the maintenance hot path: the table's inputs are stamped with their epochs, so that
+    /// the sub-accounts' maintenance caches know which of their values still hold (see [`crate::maintenance`]).
+    fn margin_risks(&mut self, now_s: u64) -> NumResult<RiskTable> {
+        let risks = self.all_risks(now_s)?;
+        if self.epochs.exhausted(&risks) {
+            for sub in &mut self.sub_accounts {
+                crate::maintenance::clear(sub);
+            }
+            self.epochs = Epochs::default();
+        }
+        self.epochs.stamp(&risks);
+        Ok(risks)
+    }
+
     fn refresh_touched(
         &mut self,
         now_s: u64,
         ids: &[SubAccountId],
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
-        let risks = self.all_risks(now_s)?;
+        let risks = self.margin_risks(now_s)?;
         self.refresh_margin_flags(ids, &risks, events)
     }
 
@@ -978,6 +1023,8 @@ impl Engine {
             balances: Vec::new(),
             perps: Vec::new(),
             below_maintenance: false,
+            maintenance: Vec::new(),
+            evaluated: 0,
         });
         self.owners.get_mut(&owner).expect("checked above").push(id);
         Ok(vec![Event::SubAccountOpened {
@@ -1267,32 +1314,39 @@ impl Engine {
         asset: AssetIdx,
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
-        let risks = self.all_risks(now_s)?;
+        let risks = self.margin_risks(now_s)?;
         let markets: Vec<MarketIdx> = (0..self.markets.len() as MarketIdx)
             .filter(|&m| self.market_underlying[m as usize] == asset)
             .collect();
         // Walk the indexes in place, each sub-account once: spot holders of the asset, then the holders of each
-        // market on it that neither hold the asset nor were met in an earlier market.
+        // market on it not met before. Each sub-account met is stamped with this walk's number, so that telling
+        // whether it was met reads only the sub-account (not its balances and positions).
+        self.evaluations += 1;
+        let walk = self.evaluations;
         let mut crossed = Vec::new();
-        self.collect_crossings(
-            self.holders[asset as usize].iter().copied(),
-            &risks,
-            &mut crossed,
-        )?;
-        for (k, &m) in markets.iter().enumerate() {
-            let first_met_here = |id: &SubAccountId| {
-                let sub = &self.sub_accounts[*id as usize];
-                sub.scaled(asset) == 0
-                    && markets[..k]
-                        .iter()
-                        .all(|&earlier| sub.perp(earlier).is_none())
-            };
-            let ids = self.market_holders[m as usize]
-                .iter()
-                .copied()
-                .filter(first_met_here);
-            self.collect_crossings(ids, &risks, &mut crossed)?;
+        let (sub_accounts, epochs) = (&mut self.sub_accounts, &self.epochs);
+        let mut batch = Batch::default();
+        for &id in &self.holders[asset as usize] {
+            sub_accounts[id as usize].evaluated = walk;
+            if batch.push(id) {
+                batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+            }
         }
+        for &m in &markets {
+            if self.market_only_holders[m as usize] == 0 {
+                continue; // every holder of the market holds the asset: all were met above
+            }
+            for &id in &self.market_holders[m as usize] {
+                let sub = &mut sub_accounts[id as usize];
+                if sub.evaluated != walk {
+                    sub.evaluated = walk;
+                    if batch.push(id) {
+                        batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+                    }
+                }
+            }
+        }
+        batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
         self.apply_crossings(crossed, events);
         Ok(())
     }
@@ -2820,6 +2874,17 @@ impl Engine {
                     "market {symbol}: holder index differs from the positions"
                 ));
             }
+            let underlying = self.market_underlying[m];
+            let market_only = holders
+                .iter()
+                .filter(|&&id| self.sub_accounts[id as usize].scaled(underlying) == 0)
+                .count();
+            if market_only != self.market_only_holders[m] as usize {
+                return Err(format!(
+                    "market {symbol}: {} holders counted without the underlying, {market_only} in fact",
+                    self.market_only_holders[m]
+                ));
+            }
         }
         for (id, sub) in self.sub_accounts.iter().enumerate() {
             if sub.perps.len() > MAX_PERP_POSITIONS_PER_SUB_ACCOUNT
@@ -2838,6 +2903,9 @@ impl Engine {
         // health computation, and the three levels are ordered.
         let risks = self.all_risks(self.now_s).map_err(|e| e.to_string())?;
         for (id, sub) in self.sub_accounts.iter().enumerate() {
+            // Every maintenance cache that can still be used holds what a fresh computation gives.
+            crate::maintenance::check(sub, &self.epochs)
+                .map_err(|e| format!("sub-account {id}: maintenance cache: {e}"))?;
             let fast =
                 maintenance_health(sub, &risks).map_err(|e| format!("sub-account {id}: {e}"))?;
             let health = self
@@ -2900,35 +2968,118 @@ fn skip_if_no_improvement(
     }
 }
 
-/// Maintenance health of a sub-account from a table of asset risks: the hot path of oracle re-evaluation.
+/// Sub-accounts waiting to be re-evaluated together, so that the memory they read is fetched all at once.
+///
+/// Re-evaluating a sub-account reads its block of maintenance caches, a separate heap block: on a large engine
+/// that is a cache miss per sub-account. Evaluated one after the other, those misses are served one at a time,
+/// because the arithmetic between two of them is too long for the processor to run ahead to the next one. A batch
+/// first reads one value from every cache line of every block in a short loop (the processor then has all the
+/// misses in flight at once), then evaluates the sub-accounts, whose data are now in cache. Order and results are
+/// those of evaluating the ids one by one.
+#[derive(Default)]
+struct Batch {
+    ids: [SubAccountId; Batch::SIZE],
+    len: usize,
+}
+
+impl Batch {
+    const SIZE: usize = 16;
+
+    /// Adds a sub-account; `true` when the batch is full and must be evaluated.
+    #[inline]
+    fn push(&mut self, id: SubAccountId) -> bool {
+        self.ids[self.len] = id;
+        self.len += 1;
+        self.len == Self::SIZE
+    }
+
+    /// Re-evaluates the batch's sub-accounts in order (see [`check_crossing`]) and empties it.
+    #[inline]
+    fn evaluate(
+        &mut self,
+        sub_accounts: &mut [SubAccount],
+        risks: &RiskTable,
+        epochs: &Epochs,
+        crossed: &mut Vec<(SubAccountId, Quote)>,
+    ) -> NumResult<()> {
+        let ids = &self.ids[..self.len];
+        let mut sum = 0u16;
+        for &id in ids {
+            sum = sub_accounts[id as usize]
+                .maintenance
+                .iter()
+                .fold(sum, |sum, entry| sum.wrapping_add(entry.source_index()));
+        }
+        std::hint::black_box(sum);
+        self.len = 0;
+        for &id in ids {
+            check_crossing(id, &mut sub_accounts[id as usize], risks, epochs, crossed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Re-evaluates one sub-account's maintenance health through its caches ([`crate::maintenance`]) and records it in
+/// `crossed` if it crossed zero since the last evaluation. Debug builds check the result (value or error) against
+/// the uncached [`maintenance_health`].
+#[inline]
+fn check_crossing(
+    id: SubAccountId,
+    sub: &mut SubAccount,
+    risks: &RiskTable,
+    epochs: &Epochs,
+    crossed: &mut Vec<(SubAccountId, Quote)>,
+) -> NumResult<()> {
+    let result = crate::maintenance::maintenance_health(sub, risks, epochs);
+    debug_assert_eq!(
+        result,
+        maintenance_health(sub, risks),
+        "sub-account {id}: cached maintenance health"
+    );
+    let maintenance = result?;
+    if maintenance.is_negative() != sub.below_maintenance {
+        crossed.push((id, maintenance));
+    }
+    Ok(())
+}
+
+/// Native amount of a scaled balance under `risk`'s indices, rounded against the holder: [`Engine::native_of`]
+/// without its signed 128-bit division where unsigned arithmetic gives the same value.
+///
+/// That is `scaled * index / 10^18` rounded down for a deposit, minus the rounded-up magnitude for a debt, when the
+/// index is non-negative and the product fits in u128 (the quotient then fits in i128). Anything else (and
+/// `i128::MIN`, whose negation `native_of` refuses) takes `native_of` itself.
+#[inline]
+pub(crate) fn balance_amount(scaled: i128, risk: &AssetRisk) -> NumResult<TokenAmount> {
+    const SCALE: u128 = ballast_num::RATIO_SCALE as u128;
+    let index = if scaled >= 0 {
+        risk.supply_index.raw()
+    } else {
+        risk.borrow_index.raw()
+    };
+    let product = if index >= 0 && scaled != i128::MIN {
+        scaled.unsigned_abs().checked_mul(index as u128)
+    } else {
+        None
+    };
+    match product {
+        // An index of exactly one (it has not moved yet) values a balance at exactly its scaled units.
+        Some(_) if index == ballast_num::RATIO_SCALE => Ok(TokenAmount::from_raw(scaled)),
+        Some(p) if scaled >= 0 => Ok(TokenAmount::from_raw((p / SCALE) as i128)),
+        Some(p) => Ok(TokenAmount::from_raw(-(p.div_ceil(SCALE) as i128))),
+        None => Engine::native_of(scaled, risk),
+    }
+}
+
+/// Maintenance health of a sub-account from a table of asset risks, computed afresh: the reference for the oracle
+/// hot path's incremental version ([`crate::maintenance::maintenance_health`]).
 #[inline]
 pub(crate) fn maintenance_health(sub: &SubAccount, table: &RiskTable) -> NumResult<Quote> {
     let risks = &table.assets;
-    const SCALE: u128 = ballast_num::RATIO_SCALE as u128;
     let mut total = Quote::ZERO;
     for b in &sub.balances {
         let risk = &risks[b.asset as usize];
-        // `Engine::native_of` without its signed 128-bit division where unsigned arithmetic gives the same value:
-        // `scaled * index / 10^18` rounded down for a deposit, minus the rounded-up magnitude for a debt, when the
-        // index is non-negative and the product fits in u128 (the quotient then fits in i128). Anything else (and
-        // `i128::MIN`, whose negation `native_of` refuses) takes `native_of` itself.
-        let index = if b.scaled >= 0 {
-            risk.supply_index.raw()
-        } else {
-            risk.borrow_index.raw()
-        };
-        let product = if index >= 0 && b.scaled != i128::MIN {
-            b.scaled.unsigned_abs().checked_mul(index as u128)
-        } else {
-            None
-        };
-        let amount = match product {
-            // An index of exactly one (it has not moved yet) values a balance at exactly its scaled units.
-            Some(_) if index == ballast_num::RATIO_SCALE => TokenAmount::from_raw(b.scaled),
-            Some(p) if b.scaled >= 0 => TokenAmount::from_raw((p / SCALE) as i128),
-            Some(p) => TokenAmount::from_raw(-(p.div_ceil(SCALE) as i128)),
-            None => Engine::native_of(b.scaled, risk)?,
-        };
+        let amount = balance_amount(b.scaled, risk)?;
         total = total.checked_add(risk.maintenance_contribution(amount)?)?;
     }
     for position in &sub.perps {

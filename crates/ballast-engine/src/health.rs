@@ -189,6 +189,23 @@ impl AssetRisk {
     /// borrowed: borrowing needs a reliable price).
     #[inline]
     pub fn maintenance_contribution(&self, amount: TokenAmount) -> NumResult<Quote> {
+        match &self.oracle {
+            None => Ok(Quote::ZERO),
+            Some(o) => self.maintenance_value(amount, o.price, self.maintenance_weight(amount)?),
+        }
+    }
+
+    /// `amount * price * weight`, rounded toward negative infinity at each step, where `weight` is
+    /// [`AssetRisk::maintenance_weight`] of `amount`: the price-dependent step of
+    /// [`AssetRisk::maintenance_contribution`]. The oracle hot path keeps each balance's weight between price updates
+    /// (`crate::maintenance`) and calls this alone.
+    #[inline]
+    pub(crate) fn maintenance_value(
+        &self,
+        amount: TokenAmount,
+        price: Price,
+        weight: Ratio,
+    ) -> NumResult<Quote> {
         /// `floor(a * b / d)` for `b >= 0`, `d > 0`, when `|a| * b` fits in u128 (else `None`): the value of
         /// `mul_div(a, b, d, Floor)` there, without its signed 128-bit division. For `a < 0` the floor of the negative
         /// quotient is minus the ceiling of the positive one. The result fits in i128 whenever `d >= 2`.
@@ -215,27 +232,21 @@ impl AssetRisk {
             }
             t
         };
-        match &self.oracle {
-            None => Ok(Quote::ZERO),
-            Some(o) => {
-                let weight = self.maintenance_weight(amount)?;
-                // Fast path, same value as `contribution`: `value_floor` is `mul_div(amount, price, divisor, Floor)`
-                // and `mul_ratio_floor` is `mul_div(value, weight, 10^18, Floor)`, an identity for a weight of one.
-                if self.decimals as usize <= 30 {
-                    let divisor = VALUE_DIVISOR[self.decimals as usize];
-                    if let Some(value) = mul_div_floor(amount.raw(), o.price.raw(), divisor) {
-                        if weight == Ratio::ONE {
-                            return Ok(Quote::from_raw(value));
-                        }
-                        let scale = ballast_num::RATIO_SCALE as u128;
-                        if let Some(c) = mul_div_floor(value, weight.raw(), scale) {
-                            return Ok(Quote::from_raw(c));
-                        }
-                    }
+        // Fast path, same value as `contribution`: `value_floor` is `mul_div(amount, price, divisor, Floor)` and
+        // `mul_ratio_floor` is `mul_div(value, weight, 10^18, Floor)`, an identity for a weight of one.
+        if self.decimals as usize <= 30 {
+            let divisor = VALUE_DIVISOR[self.decimals as usize];
+            if let Some(value) = mul_div_floor(amount.raw(), price.raw(), divisor) {
+                if weight == Ratio::ONE {
+                    return Ok(Quote::from_raw(value));
                 }
-                self.contribution(amount, o.price, weight)
+                let scale = ballast_num::RATIO_SCALE as u128;
+                if let Some(c) = mul_div_floor(value, weight.raw(), scale) {
+                    return Ok(Quote::from_raw(c));
+                }
             }
         }
+        self.contribution(amount, price, weight)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod hash;
 pub mod health;
 pub mod limits;
 pub mod log;
+mod maintenance;
 pub mod oracle;
 pub mod perp;
 pub mod pool;

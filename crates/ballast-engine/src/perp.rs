@@ -491,7 +491,7 @@ pub fn funding_rate(mark: Price, oracle: Price, config: &FundingConfig) -> NumRe
 }
 
 /// What margin needs to know about one market at one moment.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MarketRisk {
     pub decimals: u8,
     pub oracle: Option<Price>,
@@ -594,27 +594,32 @@ impl MarketRisk {
     }
 
     /// The fast path of [`MarketRisk::maintenance_contribution`]: `None` sends the position to the general code.
+    ///
+    /// It runs in two parts: [`MarketRisk::maintenance_parts`] (funding and the capped ratio, which do not depend on
+    /// the price) and [`MarketRisk::maintenance_at_price`] (value, notional and requirement). The split changes no
+    /// result: the premium is computed before the value here, but it is pure, and its error is reported only after
+    /// the price steps have succeeded, as when it came after them. That lets the oracle hot path keep the parts of
+    /// each position between price updates (`crate::maintenance`).
     #[inline]
     fn maintenance_fast(&self, position: &PerpPosition) -> Option<NumResult<Quote>> {
-        const ONE: i128 = ballast_num::RATIO_SCALE;
-        /// `10^i` for `i < 37`.
-        const POW10: [u128; 37] = {
-            let mut t = [1u128; 37];
-            let mut i = 1;
-            while i < 37 {
-                t[i] = t[i - 1] * 10;
-                i += 1;
-            }
-            t
-        };
         let Some(price) = self.oracle else {
             return Some(Ok(position.quote));
         };
+        let parts = self.maintenance_parts(position)?;
+        self.maintenance_at_price(position.base, &parts, price)
+    }
+
+    /// The steps of the maintenance fast path that do not depend on the price: the domain check (all but the
+    /// price's sign), pending funding, and the maintenance ratio with the size premium, capped at 1. `None` sends
+    /// the position to the general code ([`MarketRisk::contributions`]).
+    ///
+    /// The parts are a function of the position and of every field of `self` except `oracle`.
+    #[inline]
+    pub(crate) fn maintenance_parts(&self, position: &PerpPosition) -> Option<MaintenanceParts> {
+        const ONE: i128 = ballast_num::RATIO_SCALE;
         let in_unit = |r: Ratio| (0..=ONE).contains(&r.raw());
-        let price = price.raw();
         let base = position.base.raw();
-        if price <= 0
-            || self.decimals > 18
+        if self.decimals > 18
             || base == i128::MIN
             || !(in_unit(self.initial_ratio)
                 && in_unit(self.maintenance_ratio)
@@ -625,7 +630,7 @@ impl MarketRisk {
             return None;
         }
         let decimals = self.decimals as usize;
-        // `D` of `settle_funding` and the divisor `V` of `Price::value` are both 10^(decimals + 6).
+        // `D` of `settle_funding` is 10^(decimals + 6).
         let divisor = POW10[decimals + ballast_num::QUOTE_DECIMALS as usize];
         let magnitude = base.unsigned_abs();
 
@@ -645,36 +650,59 @@ impl MarketRisk {
             quote = quote.checked_add(booked)?;
         }
 
+        // Size premium, then the maintenance ratio capped at 1.
+        let factor = self.size_premium_factor.raw() as u128;
+        let premium = if factor == 0 || base == 0 {
+            Ok(0)
+        } else {
+            match magnitude.checked_mul(POW10[36 - decimals]) {
+                Some(radicand) => {
+                    let root = ballast_num::math::sqrt_u128_floor(radicand) + 1;
+                    Ok((factor * root).div_ceil(ONE as u128) as i128)
+                }
+                None => self.size_premium(position.base).map(|p| p.raw()),
+            }
+        };
+        // No overflow: the ratio is at most 10^18 and the premium at most `root + 1`, below 2^94.
+        let ratio = premium.map(|premium| (self.maintenance_ratio.raw() + premium).min(ONE));
+        Some(MaintenanceParts { quote, ratio })
+    }
+
+    /// The steps of the maintenance fast path that depend on the price, for a position of `base` with `parts`
+    /// (computed by [`MarketRisk::maintenance_parts`] for that position, with a risk equal to `self` in every field
+    /// but `oracle`). `None` sends the position to the general code.
+    #[inline]
+    pub(crate) fn maintenance_at_price(
+        &self,
+        base: TokenAmount,
+        parts: &MaintenanceParts,
+        price: Price,
+    ) -> Option<NumResult<Quote>> {
+        const ONE: i128 = ballast_num::RATIO_SCALE;
+        let price = price.raw();
+        if price <= 0 {
+            return None;
+        }
+        let base = base.raw();
+        let magnitude = base.unsigned_abs();
+        // The divisor `V` of `Price::value` is 10^(decimals + 6); `maintenance_parts` checked decimals <= 18.
+        let divisor = POW10[self.decimals as usize + ballast_num::QUOTE_DECIMALS as usize];
+
         // Value (rounded down) and notional (rounded up) from one division.
         let product = magnitude.checked_mul(price as u128)?;
         let (q, r) = (product / divisor, product % divisor);
         let notional = (q + (r != 0) as u128) as i128;
         let value = if base >= 0 { q as i128 } else { -notional };
-        let pnl = value.checked_add(quote)?;
+        let pnl = value.checked_add(parts.quote)?;
         if pnl <= 0 {
             pnl.checked_sub(notional)?;
         }
 
-        // Size premium.
-        let factor = self.size_premium_factor.raw() as u128;
-        let premium = if factor == 0 || base == 0 {
-            0
-        } else {
-            match magnitude.checked_mul(POW10[36 - decimals]) {
-                Some(radicand) => {
-                    let root = ballast_num::math::sqrt_u128_floor(radicand) + 1;
-                    (factor * root).div_ceil(ONE as u128) as i128
-                }
-                None => match self.size_premium(position.base) {
-                    Ok(premium) => premium.raw(),
-                    Err(e) => return Some(Err(e)),
-                },
-            }
+        // Requirement at the maintenance ratio, capped at 1 (in the parts, with the premium's error if any).
+        let ratio = match parts.ratio {
+            Ok(ratio) => ratio,
+            Err(e) => return Some(Err(e)),
         };
-
-        // Requirement at the maintenance ratio, capped at 1.
-        // No overflow: the ratio is at most 10^18 and the premium at most `root + 1`, below 2^94.
-        let ratio = (self.maintenance_ratio.raw() + premium).min(ONE);
         let requirement = match (notional as u128).checked_mul(ratio as u128) {
             Some(p) => p.div_ceil(ONE as u128) as i128,
             None => match Quote::from_raw(notional).mul_ratio_ceil(Ratio::from_raw(ratio)) {
@@ -684,6 +712,27 @@ impl MarketRisk {
         };
         Some(Ok(Quote::from_raw(pnl - requirement)))
     }
+}
+
+/// `10^i` for `i < 37`.
+const POW10: [u128; 37] = {
+    let mut t = [1u128; 37];
+    let mut i = 1;
+    while i < 37 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// The price-independent part of a position's maintenance contribution ([`MarketRisk::maintenance_parts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MaintenanceParts {
+    /// The position's quote balance after pending funding (micro-USD raw).
+    pub quote: i128,
+    /// `min(maintenance ratio + size premium, 1)`, raw (10^18 = 1), in `[0, 10^18]`; or the general premium code's
+    /// error for a position of 340 whole tokens or more.
+    pub ratio: NumResult<i128>,
 }
 
 /// The initial margin ratio of a tier at open interest `oi` (quote): the tier's ratio up to the lower cap, rising
