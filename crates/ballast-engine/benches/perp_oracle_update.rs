@@ -267,7 +267,18 @@ fn build(n: u32) -> (Engine, u64) {
         "BTC",
         TokenQuantity::from_raw(btc_total as i128 * 25 * 10i128.pow(13)),
     );
-    // An hour later: fresh prices (funding needs them), interest on every pool, one funding sample per market.
+    // One funding sample per market sets a rate; an hour later fresh prices accrue the hour of funding into every
+    // market's index, and interest accrues on every pool.
+    for (market, mark) in MARKS {
+        apply(
+            &mut engine,
+            GENESIS,
+            CommandKind::UpdateFunding {
+                market: market.to_string(),
+                mark_price: price(mark),
+            },
+        );
+    }
     let now = GENESIS + ACCRUAL_S;
     for (asset, p) in PRICES {
         apply(&mut engine, now, oracle(asset, p, now));
@@ -277,16 +288,6 @@ fn build(n: u32) -> (Engine, u64) {
         now,
         CommandKind::AccrueInterest { asset: None },
     );
-    for (market, mark) in MARKS {
-        apply(
-            &mut engine,
-            now,
-            CommandKind::UpdateFunding {
-                market: market.to_string(),
-                mark_price: price(mark),
-            },
-        );
-    }
     for symbol in ["USDC", "BTC"] {
         let pool = engine.pool(engine.asset_index(symbol).unwrap());
         assert!(
