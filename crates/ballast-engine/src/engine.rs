@@ -2850,6 +2850,30 @@ impl Engine {
                     self.assets[a].symbol, pool.insurance_shares
                 ));
             }
+            if pool.insurance_scaled < 0
+                || pool.bad_debt_covered.is_negative()
+                || pool.socialized_loss.is_negative()
+            {
+                return Err(format!(
+                    "pool {}: the insurance fund or a loss ledger is negative",
+                    self.assets[a].symbol
+                ));
+            }
+        }
+        for (m, market) in self.markets.iter().enumerate() {
+            let venue_and_ledger = [
+                market.fees_collected,
+                market.insurance_collected,
+                market.claims_written_off,
+                market.insurance_paid,
+                market.socialized_loss,
+            ];
+            if venue_and_ledger.iter().any(|q| q.is_negative()) {
+                return Err(format!(
+                    "market {}: a venue claim or a loss ledger is negative",
+                    self.market_configs[m].symbol
+                ));
+            }
         }
         for (m, market) in self.markets.iter().enumerate() {
             let symbol = &self.market_configs[m].symbol;

@@ -1,4 +1,4 @@
-//! Perpetual futures: fills, fees, margin at three levels, open-interest scaling and caps, funding, and the
+//! Perpetual futures: fills, fees, margin at three levels, open-interest scaling and caps (funding is in `funding.rs`), and the
 //! protocol-level switches (reduce-only, pause, phased margin multiplier). Size premia are off (`flat_config`), so
 //! expected values are one-line formulas.
 
@@ -78,86 +78,6 @@ fn a_price_drop_calls_the_long_and_not_the_short() {
     assert_eq!(calls, vec![a]);
     assert_eq!(v.health(a).maintenance, quote("-75")); // 10000 - 8530 - 1545
     assert!(v.health(b).maintenance.is_positive());
-}
-
-#[test]
-fn funding_moves_from_longs_to_shorts_when_the_mark_is_above_the_oracle() {
-    let (mut v, a, b) = one_btc_long();
-    let (ha, hb) = (v.health(a).maintenance, v.health(b).maintenance);
-    v.t += 60;
-    v.all_prices();
-    // Premium (60,060 - 60,000) / 60,000 = 0.001, clamped to 0.0005 per hour. The sample sets the rate from now on:
-    // nothing has accrued yet (no rate was in force before it).
-    let events = v.ok(CommandKind::UpdateFunding {
-        market: "BTC-PERP".into(),
-        mark_price: price("60060"),
-    });
-    match &events[0] {
-        Event::FundingUpdated {
-            rate,
-            funding_index,
-            elapsed_s,
-            ..
-        } => {
-            assert_eq!(
-                (*rate, *funding_index, *elapsed_s),
-                ("0.0005".parse().unwrap(), price("0"), 0)
-            );
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(v.health(a).maintenance, ha);
-    // An hour later the next price print accrues the hour at the old price: 60,000 * 0.0005 = 30 USD per BTC.
-    v.t += 3600;
-    v.all_prices();
-    assert_eq!(v.engine.markets()[0].funding_index, price("30"));
-    assert_eq!(
-        v.health(a).maintenance,
-        ha.checked_sub(quote("30")).unwrap()
-    );
-    assert_eq!(
-        v.health(b).maintenance,
-        hb.checked_add(quote("30")).unwrap()
-    );
-    // The rate lapses one interval after its sample: another hour without a sample accrues nothing.
-    v.t += 3600;
-    v.all_prices();
-    assert_eq!(v.engine.markets()[0].funding_index, price("30"));
-    // The next fill settles funding into both positions; the zero-sum identity is checked after every command.
-    v.fill("BTC-PERP", b, a, true, "0.5", "60000").unwrap();
-    let long = v.engine.sub_accounts()[a as usize].perps[0];
-    // -60,030 - 30 funding + 30,000 received - 0.0002 * 30,000 maker fee
-    assert_eq!(long.quote, quote("-30066"));
-    v.engine.check_invariants().unwrap();
-}
-
-/// Funding is time-weighted per position: a short opened half-way through the interval earns half of what a short
-/// held all of it earns, and one opened just before a sample earns nothing for the time before it.
-#[test]
-fn a_position_pays_or_earns_funding_only_for_the_time_it_is_held() {
-    let (mut v, _, b) = one_btc_long();
-    let c = v.sub(7, MarginSpec::Cross);
-    let d = v.sub(8, MarginSpec::Cross);
-    v.deposit(c, "USDC", "100000");
-    v.deposit(d, "USDC", "100000");
-    v.ok(CommandKind::UpdateFunding {
-        market: "BTC-PERP".into(),
-        mark_price: price("61000"),
-    });
-    v.t += 1800;
-    v.all_prices();
-    v.fill("BTC-PERP", d, c, true, "1", "60000").unwrap(); // C short 1 from half-way
-    v.t += 1800;
-    v.all_prices();
-    let index = v.engine.markets()[0].funding_index;
-    assert_eq!(index, price("30"));
-    let pending = |v: &Venue, id: u32| {
-        let p = v.engine.sub_accounts()[id as usize].perps[0];
-        // A short is owed -base * (F - snapshot).
-        -p.base.raw() * (index.raw() - p.funding_snapshot.raw()) / 100_000_000
-    };
-    assert_eq!(pending(&v, b), price("30").raw());
-    assert_eq!(pending(&v, c), price("15").raw());
 }
 
 #[test]

@@ -36,35 +36,6 @@ fn an_off_market_reducing_fill_cannot_hand_the_margin_to_a_colluder() {
     v.fill("BTC-PERP", a, b, false, "1", "59000").unwrap();
 }
 
-/// Funding cannot be sniped: a short opened one second before a sample that comes after a week-long gap receives
-/// nothing for the week (the sample only sets the rate from then on), and one second of the new rate after it.
-#[test]
-fn a_late_funding_sample_pays_nothing_for_the_time_before_it() {
-    let mut v = Venue::new(flat_config());
-    v.all_prices();
-    let a = v.sub(1, MarginSpec::Cross);
-    let b = v.sub(2, MarginSpec::Cross);
-    v.deposit(a, "USDC", "100000");
-    v.deposit(b, "USDC", "100000");
-    v.t += 7 * 86_400;
-    v.all_prices();
-    v.fill("BTC-PERP", a, b, true, "1", "60000").unwrap();
-    let b_before = v.health(b).maintenance;
-    v.t += 1;
-    v.all_prices();
-    v.ok(CommandKind::UpdateFunding {
-        market: "BTC-PERP".into(),
-        mark_price: price("61000"),
-    });
-    assert_eq!(v.health(b).maintenance, b_before);
-    v.t += 1;
-    v.all_prices();
-    let gain = v.health(b).maintenance.checked_sub(b_before).unwrap();
-    println!("short held 2 s, funding received {gain}");
-    // One second at 60,000 * 0.0005 per hour: 0.008333 (the index rounds down).
-    assert_eq!(gain, quote("0.008333"), "received {gain}");
-}
-
 /// An unstake request lapses one cooldown after it matured, so a staker cannot serve the cooldown once and leave at
 /// the moment a bankruptcy appears.
 #[test]
