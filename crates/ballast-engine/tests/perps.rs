@@ -1,6 +1,6 @@
-//! Perpetual futures: fills, fees, margin at three levels, open-interest scaling and caps (funding is in `funding.rs`), and the
-//! protocol-level switches (reduce-only, pause, phased margin multiplier). Size premia are off (`flat_config`), so
-//! expected values are one-line formulas.
+//! Perpetual futures: fills, fees, margin at three levels, open-interest scaling and caps, and the protocol-level
+//! switches (reduce-only, pause, phased margin multiplier); funding is in `funding.rs`. Size premia are off
+//! (`flat_config`), so expected values are one-line formulas.
 
 mod common;
 
