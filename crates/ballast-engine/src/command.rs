@@ -299,11 +299,14 @@ pub enum Event {
         /// Long open interest afterwards, whole tokens.
         open_interest: TokenQuantity,
     },
+    /// A premium sample: funding so far accrued at the previous rate, and `rate` is in force from now on.
     FundingUpdated {
         market: String,
-        /// The clamped premium per funding interval that was applied.
+        /// The clamped premium per funding interval, in force from this sample for one interval.
         rate: Ratio,
+        /// Seconds accrued at the previous rate by this sample (0 if something touched the market this second).
         elapsed_s: u64,
+        /// The index after that accrual.
         funding_index: Price,
     },
     /// Unsettled perp PnL became quote-asset tokens: `amount` moved from the loser's balance to the winner's.

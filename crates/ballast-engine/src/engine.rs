@@ -2206,8 +2206,9 @@ impl Engine {
 
     /// Settles unsettled perp PnL between two positions in one market (permissionless): the smaller of the
     /// winner's positive and the loser's negative PnL (oracle value plus quote balance, funding included) moves out
-    /// of both positions' quote balances and, as quote-asset tokens, from the loser's balance (borrowing if it has to)
-    /// into the winner's. Health is unchanged but for weights: unsettled profit becomes collateral.
+    /// of both positions' quote balances and, as quote-asset tokens, from the loser's balance into the winner's, within
+    /// the loser's [`Engine::settlement_capacity`] (it borrows only against collateral other than the quote asset).
+    /// Health is unchanged but for weights: unsettled profit becomes collateral.
     fn settle_pnl(
         &mut self,
         now_s: u64,
@@ -2303,7 +2304,7 @@ impl Engine {
 
     /// Settles a losing position against the venue's own claims in its market (trading fees, then the insurance
     /// share of liquidation fees): they move out of the market into the treasury's and the insurance fund's
-    /// quote-asset deposits, paid from the loser's balance (borrowing if it has to). Permissionless.
+    /// quote-asset deposits, paid from the loser's balance within its [`Engine::settlement_capacity`]. Permissionless.
     fn settle_venue_claims(&mut self, now_s: u64, symbol: &str, loser: SubAccountId) -> Applied {
         let m = self.market_idx(symbol)?;
         let underlying = self.market_underlying[m as usize];
@@ -2460,8 +2461,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves part of a sub-account's deposit into the asset's insurance fund for shares: the first stake gets one
-    /// share per native unit, later ones `amount * shares / fund` (rounded down).
+    /// Moves part of a sub-account's deposit into the asset's insurance fund for shares:
+    /// `amount * (shares + V) / (fund + V)` (rounded down, `V` the virtual offset), one share per native unit while
+    /// the fund is empty.
     fn stake_insurance(
         &mut self,
         now_s: u64,

@@ -8,7 +8,8 @@
 use crate::engine::{Engine, MarginKind};
 use sha2::{Digest, Sha256};
 
-/// Version of the encoding; bump on any change.
+/// Version of the encoding; bump on any change to an encoding that has been released (v3: perp loss ledgers,
+/// funding rate, the counterparty pool and its shares).
 pub const STATE_HASH_FORMAT: &str = "ballast-state-v3";
 
 struct Encoder(Sha256);
