@@ -365,6 +365,13 @@ pub enum Event {
         socialized: Quote,
         bankruptcy_price: Option<Price>,
     },
+    /// An insolvent sub-account's closed, profitable position (a claim on its market's losers) went to the
+    /// insurance fund's claim in that market; the fund may pay as much more of the sub-account's deficits.
+    PerpClaimForfeited {
+        target: SubAccountId,
+        market: String,
+        amount: Quote,
+    },
     /// The insurance fund paid part of a bankrupt position's deficit straight to a winning position in its market:
     /// `amount` quote-asset tokens into the winner's balance, its unsettled PnL down by as much.
     InsurancePaidWinner {

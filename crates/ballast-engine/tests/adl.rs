@@ -266,7 +266,7 @@ fn only_a_sub_account_with_no_collateral_and_no_profitable_position_is_bankrupt(
     let empty = v.sub(3, MarginSpec::Cross);
     let r = v.rejected(CommandKind::ResolveBankruptcy { target: empty });
     assert!(r.message.contains("owes nothing"), "{r}");
-    // A closed position with profit still to settle is an asset: settle it first.
+    // A closed position with profit still to settle makes a sub-account without collateral solvent: settle it.
     let c = v.sub(4, MarginSpec::Cross);
     let d = v.sub(5, MarginSpec::Cross);
     v.deposit(c, "USDC", "5000");
@@ -278,7 +278,7 @@ fn only_a_sub_account_with_no_collateral_and_no_profitable_position_is_bankrupt(
     v.withdraw(c, "USDC", "5000").unwrap();
     let r = v.rejected(CommandKind::ResolveBankruptcy { target: c });
     assert_eq!(r.code, "not_bankrupt", "{r}");
-    assert!(r.message.contains("settle its PnL first"), "{r}");
+    assert!(r.message.contains("settle its PnL instead"), "{r}");
     v.ok(CommandKind::ResolveBankruptcy { target: a });
 }
 
@@ -305,4 +305,86 @@ fn the_waterfall_order_is_validated() {
             assert!(e.to_string().contains("bankruptcy_waterfall"), "{e}");
         }
     }
+}
+
+/// A sub-account can be insolvent while one of its closed positions is still owed profit (its market's losers have
+/// not settled). Resolving it forfeits that claim to the insurance fund's claim in the market, and the fund may pay
+/// that much more of the deficit at once, beyond its tier cap.
+#[test]
+fn an_insolvent_sub_accounts_unsettled_profit_goes_to_the_insurance_fund_which_advances_it() {
+    let (mut v, a, c) = {
+        let mut v = Venue::new(flat_config_with(|f| {
+            f.perp_tier[0].insurance_cap_per_bankruptcy = "100".parse().unwrap();
+        }));
+        v.all_prices();
+        let a = v.sub(1, MarginSpec::Cross);
+        let b = v.sub(2, MarginSpec::Cross);
+        let c = v.sub(3, MarginSpec::Cross);
+        let d = v.sub(4, MarginSpec::Cross);
+        let staker = v.sub(5, MarginSpec::Cross);
+        v.deposit(a, "USDC", "10000");
+        v.deposit(b, "USDC", "100000");
+        v.deposit(c, "USDC", "100000");
+        v.deposit(d, "USDC", "100000");
+        v.deposit(staker, "USDC", "10000");
+        v.ok(CommandKind::StakeInsurance {
+            sub_account: staker,
+            asset: "USDC".into(),
+            amount: qty("10000"),
+        });
+        v.fill("BTC-PERP", a, b, true, "1", "60000").unwrap();
+        v.fill("ETH-PERP", a, c, true, "10", "3000").unwrap();
+        v.t += 1;
+        v.price("USDC", "1");
+        v.price("ETH", "3200");
+        // A closes its ETH long at a profit of 2,000 less 15 + 16 of taker fees; C, short, has not settled.
+        v.fill("ETH-PERP", a, d, false, "10", "3200").unwrap();
+        v.price("BTC", "45000");
+        v.ok(CommandKind::SettlePnl {
+            market: "BTC-PERP".into(),
+            winner: b,
+            loser: a,
+        });
+        (v, a, c)
+    };
+    assert!(v.engine.sub_accounts()[a as usize].balances.is_empty());
+    let eth_claim = v.engine.sub_accounts()[a as usize].perps[1].quote;
+    assert_eq!(eth_claim, quote("1969"));
+    // C, the unsettled loser, still holds collateral: it is not bankrupt.
+    assert_eq!(
+        v.rejected(CommandKind::ResolveBankruptcy { target: c })
+            .code,
+        "not_bankrupt"
+    );
+    let events = v.ok(CommandKind::ResolveBankruptcy { target: a });
+    assert!(
+        matches!(&events[0], Event::PerpClaimForfeited { amount, .. } if *amount == eth_claim),
+        "{events:?}"
+    );
+    let Some(Event::PerpBankruptcyResolved {
+        deficit,
+        from_venue_claims,
+        covered_by_insurance,
+        socialized,
+        ..
+    }) = events
+        .iter()
+        .find(|e| matches!(e, Event::PerpBankruptcyResolved { .. }))
+    else {
+        panic!("{events:?}")
+    };
+    // BTC-PERP: -60,030 + 10,000 + 45,000 = -5,030. Claims 42; the fund pays B its cap (100) plus the advance
+    // (1,969); the rest is deleveraged.
+    assert_eq!(*deficit, quote("5030"));
+    assert_eq!(*from_venue_claims, quote("42"));
+    assert_eq!(*covered_by_insurance, qty("2069"));
+    assert_eq!(*socialized, quote("2919"));
+    // The claim now belongs to the insurance fund, collected when C settles with the venue.
+    assert_eq!(v.engine.markets()[1].insurance_collected, eth_claim);
+    assert!(v.engine.sub_accounts()[a as usize].perps.is_empty());
+    v.ok(CommandKind::SettleVenueClaims {
+        market: "ETH-PERP".into(),
+        loser: c,
+    });
+    v.engine.check_invariants().unwrap();
 }

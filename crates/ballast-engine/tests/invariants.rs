@@ -358,14 +358,32 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                     );
                 }
             }
-            // No sub-account is left insolvent without a way out: every one with no collateral and something owed
-            // can be resolved now (unless it still holds a profitable position, an asset to liquidate or settle).
+            // No sub-account is left insolvent without a way out. In the perp streams a keeper takes every
+            // insolvent one through liquidation, settlement against everyone and the venue, and the waterfall; it
+            // must end solvent or resolved (a profitable position left in it is an asset, which is solvency). In
+            // the general streams (no registered keeper), every one with no collateral must resolve.
             let t = engine.now_s();
-            for id in 0..engine.sub_accounts().len() as u32 {
+            let n_subs = engine.sub_accounts().len() as u32;
+            for id in 0..n_subs {
                 let sub = &engine.sub_accounts()[id as usize];
-                if sub.balances.iter().any(|b| b.scaled > 0)
-                    || (sub.balances.is_empty() && sub.perps.is_empty())
-                {
+                if sub.balances.is_empty() && sub.perps.is_empty() {
+                    continue;
+                }
+                if k == 0 && engine.equity(id).unwrap().is_negative() {
+                    keeper_way_out(&mut engine, t, id, n_subs);
+                    n_left += 1;
+                    let sub = &engine.sub_accounts()[id as usize];
+                    assert!(
+                        (sub.balances.is_empty() && sub.perps.is_empty())
+                            || !engine.equity(id).unwrap().is_negative(),
+                        "seed {s}: sub-account {id} is stuck insolvent: {:?} {:?} equity {}",
+                        sub.balances,
+                        sub.perps,
+                        engine.equity(id).unwrap()
+                    );
+                    continue;
+                }
+                if sub.balances.iter().any(|b| b.scaled > 0) {
                     continue;
                 }
                 let command = ballast_engine::Command {
@@ -379,7 +397,7 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
                         assert!(sub.balances.is_empty() && sub.perps.is_empty());
                     }
                     Err(r) => assert!(
-                        r.message.contains("is worth"),
+                        r.message.contains("is worth") || r.message.contains("owes nothing"),
                         "seed {s}: sub-account {id} cannot be resolved: {r}"
                     ),
                 }
@@ -407,4 +425,40 @@ fn liquidations_improve_health_stop_at_liquidation_end_and_keep_the_liquidator_h
         n_bankrupt >= 3,
         "only {n_bankrupt} bankruptcies: the streams do not exercise the waterfall"
     );
+}
+
+/// What a keeper does with an insolvent sub-account: liquidate it (sub-account 0 is the perp streams' liquidator),
+/// settle its losses against every other sub-account and the venue in both markets, liquidate what that borrowed,
+/// and resolve what is left. Refusals are part of the way (most settlements find no winner).
+fn keeper_way_out(engine: &mut Engine, t: u64, id: u32, n_subs: u32) {
+    use ballast_engine::CommandKind as K;
+    let mut attempt = |kind: K| {
+        let _ = engine.apply(&Command { timestamp: t, kind });
+    };
+    for _ in 0..3 {
+        attempt(K::Liquidate {
+            liquidator: 0,
+            target: id,
+        });
+    }
+    for market in ["BTC-PERP", "ETH-PERP"] {
+        for winner in (0..n_subs).filter(|w| *w != id) {
+            attempt(K::SettlePnl {
+                market: market.into(),
+                winner,
+                loser: id,
+            });
+        }
+        attempt(K::SettleVenueClaims {
+            market: market.into(),
+            loser: id,
+        });
+    }
+    for _ in 0..3 {
+        attempt(K::Liquidate {
+            liquidator: 0,
+            target: id,
+        });
+    }
+    attempt(K::ResolveBankruptcy { target: id });
 }

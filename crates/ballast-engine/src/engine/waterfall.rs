@@ -1,8 +1,12 @@
 //! The loss waterfall: who absorbs a bankrupt sub-account's deficit, to the last unit.
 //!
 //! `resolve_bankruptcy` (permissionless) takes a sub-account that holds no collateral (no deposit in any asset) and
-//! whose perp positions are each worth zero or less at the oracle price (funding settled). A profitable position is
-//! an asset: it must be liquidated (open) or settled (flat) first. The command resolves, in this order:
+//! no profitable open perp position (an asset a liquidator can take over first). A closed position still owed profit
+//! by its market's losers is a claim: if the sub-account is insolvent with it (equity at oracle prices below zero),
+//! the claim is **forfeited to the insurance fund's claim** in its market (`insurance_collected`, which
+//! `settle_venue_claims` later collects), and in exchange the fund may pay that much more of the deficits below,
+//! beyond its tier cap; a sub-account whose claims make it solvent is refused (settle its PnL). The command then
+//! resolves, in this order:
 //!
 //! 1. **Each perp position, in market order.** Its deficit is its negative value at the oracle. The steps of
 //!    `[protocol] bankruptcy_waterfall` apply in their configured order:
@@ -87,20 +91,35 @@ impl Engine {
                 format!("sub-account {target} owes nothing"),
             ));
         }
-        let markets: Vec<MarketIdx> = sub.perps.iter().map(|p| p.market).collect();
-        for &m in &markets {
-            let (position, value) = self.settled_value(now_s, target, m)?;
-            if value.is_positive() {
-                let symbol = &self.market_configs[m as usize].symbol;
-                let first = if position.base.is_zero() {
-                    "settle its PnL"
-                } else {
-                    "liquidate it"
-                };
+        // A profitable open position is an asset a liquidator can take over; a profitable closed one (a claim on
+        // its market's losers) is forfeited to the insurance fund below, once the sub-account is insolvent.
+        let mut claims = Vec::new();
+        let mut deficits = Vec::new();
+        for p in &sub.perps {
+            let (position, value) = self.settled_value(now_s, target, p.market)?;
+            if value.is_positive() && !position.base.is_zero() {
+                let symbol = &self.market_configs[p.market as usize].symbol;
                 return Err(reject(
                     "not_bankrupt",
                     format!(
-                        "sub-account {target}'s {symbol} position is worth {value} {}: {first} first",
+                        "sub-account {target}'s {symbol} position is worth {value} {}: liquidate it first",
+                        self.label()
+                    ),
+                ));
+            }
+            if value.is_positive() {
+                claims.push((p.market, value));
+            } else {
+                deficits.push(p.market);
+            }
+        }
+        if !claims.is_empty() {
+            let equity = self.equity_at_oracle(sub, &self.all_risks(now_s)?)?;
+            if !equity.is_negative() {
+                return Err(reject(
+                    "not_bankrupt",
+                    format!(
+                        "sub-account {target} is worth {equity} {}: settle its PnL instead",
                         self.label()
                     ),
                 ));
@@ -108,8 +127,23 @@ impl Engine {
         }
         let mut events = Vec::new();
         let mut touched = vec![target];
-        for m in markets {
-            self.resolve_perp_position(now_s, target, m, &mut events, &mut touched)?;
+        // The insolvent estate's claims go to the insurance fund's claim in their markets (collected later by
+        // settle_venue_claims); in exchange the fund may pay that much more of the deficits now, beyond its cap.
+        let mut advance = Quote::ZERO;
+        for (m, claim) in claims {
+            let (mut market, _) = self.accrued_market(m, now_s)?;
+            market.insurance_collected = market.insurance_collected.checked_add(claim)?;
+            self.commit_market(m, market);
+            self.commit_perp(target, m, None);
+            advance = advance.checked_add(claim)?;
+            events.push(Event::PerpClaimForfeited {
+                target,
+                market: self.market_configs[m as usize].symbol.clone(),
+                amount: claim,
+            });
+        }
+        for m in deficits {
+            self.resolve_perp_position(now_s, target, m, &mut advance, &mut events, &mut touched)?;
         }
         self.resolve_debts(now_s, target, &mut events)?;
         touched.sort_unstable();
@@ -143,6 +177,13 @@ impl Engine {
             .value_floor(position.base, decimals)?
             .checked_add(position.quote)?;
         Ok((position, value))
+    }
+
+    /// A sub-account's equity: its value at the latest oracle prices without weights (deposits minus debts plus
+    /// every position's unsettled PnL, funding settled to the market's last accrual). Negative means insolvent.
+    pub fn equity(&self, id: SubAccountId) -> Result<Quote, Rejection> {
+        let sub = self.sub_account(id)?;
+        Ok(self.equity_at_oracle(sub, &self.all_risks(self.now_s)?)?)
     }
 
     /// The whole sub-account's value at oracle prices, without weights: deposits minus debts plus every position's
@@ -235,6 +276,7 @@ impl Engine {
         now_s: u64,
         target: SubAccountId,
         m: MarketIdx,
+        advance: &mut Quote,
         events: &mut Vec<Event>,
         touched_ids: &mut Vec<SubAccountId>,
     ) -> Result<(), Rejection> {
@@ -297,7 +339,8 @@ impl Engine {
                 }
                 WaterfallStep::Insurance => {
                     let fund = self.tokens_worth_floor(Self::insurance_value(&pool)?)?;
-                    let mut budget = remaining.min(insurance_cap).min(fund);
+                    let allowed = insurance_cap.checked_add(*advance)?;
+                    let mut budget = remaining.min(allowed).min(fund);
                     for c in ranked.iter_mut() {
                         if !budget.is_positive() {
                             break;
@@ -335,6 +378,12 @@ impl Engine {
                     }
                     pool.bad_debt_covered =
                         pool.bad_debt_covered.checked_add(out.insurance_tokens)?;
+                    // What the fund paid beyond its cap came out of the advance against the forfeited claims.
+                    let beyond_cap = out
+                        .insurance_paid
+                        .checked_sub(insurance_cap)?
+                        .max(Quote::ZERO);
+                    *advance = advance.checked_sub(beyond_cap)?;
                 }
                 WaterfallStep::Socialize => {
                     if tp.base.is_zero() {
