@@ -365,6 +365,13 @@ pub enum Event {
         socialized: Quote,
         bankruptcy_price: Option<Price>,
     },
+    /// A bankrupt sub-account's deposit worth less than a micro-dollar at the oracle (nothing a liquidator can take)
+    /// went to its asset's insurance fund.
+    DustSwept {
+        target: SubAccountId,
+        asset: String,
+        amount: TokenQuantity,
+    },
     /// An insolvent sub-account's closed, profitable position (a claim on its market's losers) went to the
     /// insurance fund's claim in that market; the fund may pay as much more of the sub-account's deficits.
     PerpClaimForfeited {

@@ -2267,7 +2267,7 @@ impl Engine {
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;
         let amount = winner_pnl
             .min(loser_pnl.checked_neg()?)
-            .min(self.settlement_capacity(&pool, loser, symbol)?);
+            .min(self.settlement_capacity(now_s, &pool, loser, symbol)?);
         // Micro-USD to quote-asset native units, rounded down; the positions move by exactly what those tokens are
         // worth, so the perp zero-sum identity and the token ledger both stay exact (USD = quote asset at face).
         let tokens = self.quote_tokens_floor(amount)?;
@@ -2346,7 +2346,7 @@ impl Engine {
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;
         let amount = claims
             .min(pnl.checked_neg()?)
-            .min(self.settlement_capacity(&pool, loser, symbol)?);
+            .min(self.settlement_capacity(now_s, &pool, loser, symbol)?);
         let tokens = |q: Quote| self.quote_tokens_floor(q);
         let worth = |t: TokenAmount| self.tokens_worth_floor(t);
         // Fees first, then the insurance share; each in whole tokens, the positions moved by what they are worth.
@@ -2413,26 +2413,44 @@ impl Engine {
         )?))
     }
 
-    /// The most a settlement may take from a losing sub-account's balance, micro-USD: anything when it holds
-    /// collateral besides the quote asset (the settlement may borrow against it, and liquidation can then swap that
-    /// collateral for the debt); otherwise only its quote-asset deposit. A borrow with nothing behind it would turn
-    /// a perp deficit into a lending loss and skip the perp waterfall. Refuses a loser with nothing to pay with.
+    /// The most a settlement may take from a losing sub-account's balance, micro-USD: its quote-asset deposit, plus
+    /// what the rest of its spot book is worth at oracle prices (other deposits less its debts, never below zero),
+    /// which the settlement may borrow against and a liquidation then swaps for the debt. A borrow with nothing
+    /// behind it would turn a perp deficit into a lending loss and skip the perp waterfall. Refuses a loser with
+    /// nothing to pay with.
     fn settlement_capacity(
         &self,
+        now_s: u64,
         pool: &Pool,
         loser: SubAccountId,
         symbol: &str,
     ) -> Result<Quote, Rejection> {
         let sub = &self.sub_accounts[loser as usize];
-        if sub
-            .balances
-            .iter()
-            .any(|b| b.scaled > 0 && b.asset != self.quote_asset)
-        {
-            return Ok(Quote::from_raw(i128::MAX));
+        let quote_scaled = sub.scaled(self.quote_asset);
+        let deposit = pool.deposit_native(quote_scaled.max(0))?;
+        let mut backing = Quote::ZERO;
+        let mut unvalued_debt = false;
+        for b in &sub.balances {
+            if b.asset == self.quote_asset && b.scaled > 0 {
+                continue;
+            }
+            let risk = self.asset_risk(b.asset, now_s)?;
+            match risk.oracle {
+                Some(oracle) => {
+                    let amount = Self::native_of(b.scaled, &risk)?;
+                    backing =
+                        backing.checked_add(oracle.price.value_floor(amount, risk.decimals)?)?;
+                }
+                // A debt that cannot be valued leaves nothing known to back a borrow.
+                None => unvalued_debt |= b.scaled < 0,
+            }
         }
-        let deposit = pool.deposit_native(sub.scaled(self.quote_asset).max(0))?;
-        let capacity = self.tokens_worth_floor(deposit)?;
+        if unvalued_debt {
+            backing = Quote::ZERO;
+        }
+        let capacity = self
+            .tokens_worth_floor(deposit)?
+            .checked_add(backing.max(Quote::ZERO))?;
         if !capacity.is_positive() {
             return Err(reject(
                 "nothing_to_settle",

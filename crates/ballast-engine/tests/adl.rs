@@ -154,8 +154,9 @@ fn the_insurance_fund_pays_winners_up_to_the_market_tiers_cap_and_the_rest_is_de
     else {
         panic!("{events:?}")
     };
-    // 100,000 in the fund, but the large-cap tier caps one bankruptcy at 20,000: paid to B2 (all its 14,988 of
-    // profit), then B3 (5,012 of its 14,988).
+    // 100,000 in the fund, but the large-cap tier caps one bankruptcy at 20,000, paid to the lowest-ranked winners
+    // first (what it does not cover is deleveraged, and that falls on the highest-ranked): B1 (its 4,988 of profit),
+    // B3 (14,988), then B2 (24).
     assert_eq!(*covered_by_insurance, qty("20000"));
     assert_eq!(*socialized, quote("14964"));
     let paid: Vec<(u32, _)> = events
@@ -165,9 +166,12 @@ fn the_insurance_fund_pays_winners_up_to_the_market_tiers_cap_and_the_rest_is_de
             _ => None,
         })
         .collect();
-    assert_eq!(paid, vec![(b2, qty("14988")), (b3, qty("5012"))]);
-    // The long is then closed at (180,090 - 10,000 - 126 - 20,000) / 3 = 49,988 against B2 (no profit left, but
-    // still ranked first among the shorts by score), B3 and B1.
+    assert_eq!(
+        paid,
+        vec![(b1, qty("4988")), (b3, qty("14988")), (b2, qty("24"))]
+    );
+    // The long is then closed at (180,090 - 10,000 - 126 - 20,000) / 3 = 49,988 against B2 (ranked first by its
+    // score before the fund paid), B3 and B1.
     assert_eq!(*bankruptcy_price, Some(price("49988")));
     let ranks: Vec<u32> = deleveraged(&events).iter().map(|d| d.1).collect();
     assert_eq!(ranks, vec![b2, b3, b1]);
@@ -229,14 +233,13 @@ fn a_flat_deficit_cuts_the_ranked_winners_profit() {
     v.engine.check_invariants().unwrap();
 }
 
+/// ADL's losses fall on the deleveraged positions, not on the quote asset's depositors: their withdrawals stay open.
 #[test]
-fn a_socialized_perp_loss_pauses_quote_asset_withdrawals() {
+fn a_deleveraging_does_not_pause_quote_asset_withdrawals() {
     let (mut v, a, [_, b2, _]) = three_shorts(flat_config());
     v.ok(CommandKind::ResolveBankruptcy { target: a });
+    assert_eq!(v.engine.pool(0).withdrawals_paused_until_s, 0);
     v.t += 1;
-    let r = v.withdraw(b2, "USDC", "1").unwrap_err();
-    assert_eq!(r.code, "withdrawals_paused", "{r}");
-    v.t += 86_400;
     v.price("USDC", "1");
     v.withdraw(b2, "USDC", "1").unwrap();
 }

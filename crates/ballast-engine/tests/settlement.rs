@@ -161,9 +161,9 @@ fn a_loser_with_only_a_quote_deposit_pays_that_deposit_and_leaves_the_rest_to_th
 }
 
 #[test]
-fn a_loser_with_other_collateral_borrows_to_settle_and_the_debt_goes_to_the_lending_waterfall() {
+fn a_loser_with_other_collateral_borrows_against_its_value_and_no_further() {
     let (mut v, a, b) = long_and_short();
-    // A also holds 0.01 BTC (600 USD): a settlement may borrow against it.
+    // A also holds 0.01 BTC: a settlement may borrow against it, up to what it is worth.
     v.deposit(a, "BTC", "0.01");
     let l = v.sub(4, MarginSpec::Cross);
     v.deposit(l, "USDC", "100000");
@@ -182,9 +182,25 @@ fn a_loser_with_other_collateral_borrows_to_settle_and_the_debt_goes_to_the_lend
     let Event::PnlSettled { amount, .. } = &events[0] else {
         panic!("{events:?}")
     };
-    // All of B's 14,988: 10,000 from the deposit, 4,988 borrowed.
-    assert_eq!(*amount, qty("14988"));
-    assert_eq!(v.engine.balance_native(a, 0).unwrap().raw(), -4_988_000_000);
+    // B is owed 14,988; A pays its 10,000 deposit and borrows 450, what its 0.01 BTC is worth at 45,000.
+    assert_eq!(*amount, qty("10450"));
+    assert_eq!(v.engine.balance_native(a, 0).unwrap().raw(), -450_000_000);
+    // The liquidator swaps the BTC for that debt (at the oracle: A is insolvent, so no bonus), and the rest of A's
+    // loss (15,030 - 10,450 = 4,580) stays in its perp position for the perp waterfall.
+    let events = v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: a,
+    });
+    assert!(
+        matches!(&events[0], Event::SpotLiquidated { repaid, seized, .. } if *repaid == qty("450") && *seized == qty("0.01")),
+        "{events:?}"
+    );
+    assert!(v.engine.sub_accounts()[a as usize].balances.is_empty());
+    let events = v.ok(CommandKind::ResolveBankruptcy { target: a });
+    assert!(
+        matches!(&events[0], Event::PerpBankruptcyResolved { deficit, .. } if *deficit == quote("4580")),
+        "{events:?}"
+    );
     v.engine.check_invariants().unwrap();
 }
 

@@ -79,13 +79,38 @@ struct Outcome {
 impl Engine {
     pub(super) fn resolve_bankruptcy(&mut self, now_s: u64, target: SubAccountId) -> Applied {
         let sub = self.sub_account(target)?;
-        if sub.balances.iter().any(|b| b.scaled > 0) {
+        // Deposits worth nothing at the oracle (less than a micro-dollar) cannot be liquidated; they are swept into
+        // their asset's insurance fund below rather than keep the debts alive.
+        let mut dust = Vec::new();
+        for b in sub.balances.iter().filter(|b| b.scaled > 0) {
+            let risk = self.asset_risk(b.asset, now_s)?;
+            let worthless = match risk.oracle {
+                Some(o) => o
+                    .price
+                    .value_floor(Self::native_of(b.scaled, &risk)?, risk.decimals)?
+                    .is_zero(),
+                None => false,
+            };
+            if !worthless {
+                return Err(reject(
+                    "not_bankrupt",
+                    format!("sub-account {target} still holds collateral: liquidate it first"),
+                ));
+            }
+            dust.push((b.asset, b.scaled));
+        }
+        let staked = self
+            .stakes
+            .range((target, 0)..=(target, AssetIdx::MAX))
+            .next()
+            .is_some();
+        if staked || self.lp_shares.contains_key(&target) {
             return Err(reject(
                 "not_bankrupt",
-                format!("sub-account {target} still holds collateral: liquidate it first"),
+                format!("sub-account {target} holds insurance or pool shares: redeem them first"),
             ));
         }
-        if sub.balances.is_empty() && sub.perps.is_empty() {
+        if sub.balances.iter().all(|b| b.scaled > 0) && sub.perps.is_empty() {
             return Err(reject(
                 "not_bankrupt",
                 format!("sub-account {target} owes nothing"),
@@ -127,6 +152,19 @@ impl Engine {
         }
         let mut events = Vec::new();
         let mut touched = vec![target];
+        for (asset, scaled) in dust {
+            let mut pool = self.pools[asset as usize].clone();
+            let amount = pool.deposit_native(scaled)?;
+            // The scaled units themselves change hands: exact, no rounding.
+            pool.insurance_scaled += scaled;
+            self.commit_pool(asset, pool);
+            self.commit_balance(target, asset, 0);
+            events.push(Event::DustSwept {
+                target,
+                asset: self.assets[asset as usize].symbol.clone(),
+                amount: self.quantity(asset, amount)?,
+            });
+        }
         // The insolvent estate's claims go to the insurance fund's claim in their markets (collected later by
         // settle_venue_claims); in exchange the fund may pay that much more of the deficits now, beyond its cap.
         let mut advance = Quote::ZERO;
@@ -341,7 +379,9 @@ impl Engine {
                     let fund = self.tokens_worth_floor(Self::insurance_value(&pool)?)?;
                     let allowed = insurance_cap.checked_add(*advance)?;
                     let mut budget = remaining.min(allowed).min(fund);
-                    for c in ranked.iter_mut() {
+                    // Lowest-ranked winners first: what the fund does not cover is deleveraged, and that should fall
+                    // on the most profitable, most levered positions, as without a fund.
+                    for c in ranked.iter_mut().rev() {
                         if !budget.is_positive() {
                             break;
                         }
@@ -472,10 +512,8 @@ impl Engine {
         market.claims_written_off = market.claims_written_off.checked_add(out.from_claims)?;
         market.insurance_paid = market.insurance_paid.checked_add(out.insurance_paid)?;
         market.socialized_loss = market.socialized_loss.checked_add(out.socialized)?;
-        if out.socialized.is_positive() {
-            pool.withdrawals_paused_until_s =
-                now_s + self.protocol.socialized_loss_withdrawal_pause_s;
-        }
+        // No pause here: ADL's losses fall on the deleveraged positions, not on the quote asset's depositors, whose
+        // withdrawals stay open (a haircut of a pool pauses that pool's withdrawals, in `resolve_debts`).
         self.commit_pool(quote_asset, pool);
         self.commit_market(m, market);
         self.commit_perp(target, m, None);
