@@ -1788,15 +1788,17 @@ impl Engine {
                 format!("sub-account {liquidator} is not a registered liquidator"),
             ));
         }
-        self.liquidate_by(now_s, liquidator, target)
+        self.liquidate_by(now_s, liquidator, target, false)
     }
 
-    /// A liquidation by `liquidator` (a registered liquidator, or the counterparty pool).
+    /// A liquidation by `liquidator` (a registered liquidator, or the counterparty pool, which takes over perp
+    /// positions only: `perps_only`).
     fn liquidate_by(
         &mut self,
         now_s: u64,
         liquidator: SubAccountId,
         target: SubAccountId,
+        perps_only: bool,
     ) -> Applied {
         if liquidator == target {
             return Err(reject(
@@ -1837,7 +1839,7 @@ impl Engine {
         let debts: Vec<AssetIdx> = self.sub_accounts[target as usize]
             .balances
             .iter()
-            .filter(|b| b.scaled < 0)
+            .filter(|b| b.scaled < 0 && !perps_only)
             .map(|b| b.asset)
             .collect();
         for debt in debts {
@@ -2875,8 +2877,8 @@ impl Engine {
                 || pool.socialized_loss.is_negative()
             {
                 return Err(format!(
-                    "pool {}: the insurance fund or a loss ledger is negative",
-                    self.assets[a].symbol
+                    "pool {}: the insurance fund or a loss ledger is negative (insurance {}, covered {}, socialized {})",
+                    self.assets[a].symbol, pool.insurance_scaled, pool.bad_debt_covered, pool.socialized_loss
                 ));
             }
         }

@@ -55,7 +55,8 @@ fn trade(
 #[test]
 fn a_pool_trade_fills_at_the_oracle_price_moved_by_size_dependent_impact() {
     let (mut v, pool, _, trader) = venue();
-    // 5 BTC at 60,000 is 300,000 USD; BTC-PERP's impact depth is 500,000,000: impact 0.0006.
+    // The pool is flat; 5 BTC takes the traders' side from 0 to 5 BTC, 2.5 on average: 150,000 USD over BTC-PERP's
+    // impact depth of 500,000,000 is 0.0003. The trader also pays the oracle's confidence (60): 60,060 * 1.0003.
     let events = trade(&mut v, trader, Side::Buy, "5").unwrap();
     let Event::PoolTraded {
         impact, price: p, ..
@@ -63,8 +64,8 @@ fn a_pool_trade_fills_at_the_oracle_price_moved_by_size_dependent_impact() {
     else {
         panic!("{events:?}")
     };
-    assert_eq!(*impact, "0.0006".parse().unwrap());
-    assert_eq!(*p, price("60036"));
+    assert_eq!(*impact, "0.0003".parse().unwrap());
+    assert_eq!(*p, price("60078.018"));
     let Event::PerpFilled {
         maker,
         taker_fee,
@@ -74,33 +75,55 @@ fn a_pool_trade_fills_at_the_oracle_price_moved_by_size_dependent_impact() {
     else {
         panic!("{events:?}")
     };
-    // The trader pays the taker fee on 300,180; the pool pays none.
+    // The trader pays the taker fee on 300,390.09; the pool pays none.
     assert_eq!(
         (*maker, *taker_fee, *maker_fee),
-        (pool, quote("150.09"), quote("0"))
+        (pool, quote("150.195045"), quote("0"))
     );
-    // Twice the size costs twice the impact; a sell moves the price down.
+    // Selling 10 takes the traders from 5 long to 5 short: the mean is flat, so no impact, only the confidence.
     let events = trade(&mut v, trader, Side::Sell, "10").unwrap();
-    let Event::PoolTraded { price: p, .. } = &events[0] else {
+    let Event::PoolTraded {
+        impact, price: p, ..
+    } = &events[0]
+    else {
         panic!("{events:?}")
     };
-    assert_eq!(*p, price("59928"));
+    assert_eq!((*impact, *p), ("0".parse().unwrap(), price("59940")));
     let pool_position = v.engine.sub_accounts()[pool as usize].perps[0];
     assert_eq!(pool_position.base.raw(), 5 * 100_000_000);
     v.engine.check_invariants().unwrap();
 }
 
+/// Splitting a trade saves nothing: impact follows the traders' net position against the pool, so ten trades of
+/// 0.5 BTC pay what one of 5 BTC pays (to rounding).
+#[test]
+fn splitting_a_pool_trade_pays_the_same_impact() {
+    let (mut v, pool, _, trader) = venue();
+    trade(&mut v, trader, Side::Buy, "5").unwrap();
+    let whole = v.engine.sub_accounts()[pool as usize].perps[0].quote;
+    let (mut v, pool, _, trader) = venue();
+    for _ in 0..10 {
+        trade(&mut v, trader, Side::Buy, "0.5").unwrap();
+    }
+    let split = v.engine.sub_accounts()[pool as usize].perps[0].quote;
+    let gap = whole.checked_sub(split).unwrap().raw().abs();
+    assert!(gap <= 10, "one trade: {whole}, ten: {split}");
+}
+
 #[test]
 fn impact_is_capped_and_a_market_without_pool_quotes_refuses_pool_trades() {
-    // A thin SOL-PERP: impact depth 5,000,000. 2,000 SOL (300,000 USD) would be 0.06 of impact, capped at 0.05.
+    // A thin SOL-PERP: impact depth 5,000,000. 4,000 SOL from flat averages 2,000 SOL (300,000 USD): 0.06 of
+    // impact, capped at 0.05, on top of the confidence (0.15).
     let (mut v, _, _, trader) = venue_with(flat_config_with(|f| {
-        f.market[2].pool.as_mut().unwrap().impact_depth = "5000000".parse().unwrap();
+        let pool = f.market[2].pool.as_mut().unwrap();
+        pool.impact_depth = "5000000".parse().unwrap();
+        pool.max_exposure = "1".parse().unwrap();
     }));
     let events = v.ok(CommandKind::PoolTrade {
         market: "SOL-PERP".into(),
         sub_account: trader,
         side: Side::Buy,
-        size: qty("2000"),
+        size: qty("4000"),
     });
     let Event::PoolTraded {
         impact, price: p, ..
@@ -108,7 +131,7 @@ fn impact_is_capped_and_a_market_without_pool_quotes_refuses_pool_trades() {
     else {
         panic!("{events:?}")
     };
-    assert_eq!((*impact, *p), ("0.05".parse().unwrap(), price("157.5")));
+    assert_eq!((*impact, *p), ("0.05".parse().unwrap(), price("157.6575")));
     let r = v.rejected(CommandKind::PoolTrade {
         market: "MNGO-PERP".into(),
         sub_account: trader,
@@ -149,7 +172,7 @@ fn the_pool_grows_a_position_only_within_its_exposure_bound() {
 fn shares_price_the_pool_at_its_value_including_unsettled_pnl() {
     let (mut v, pool, lp, trader) = venue();
     trade(&mut v, trader, Side::Buy, "5").unwrap();
-    // The pool is short 5 BTC sold at 60,036 (impact 0.0006). BTC falls 5%: the pool gains.
+    // The pool is short 5 BTC sold at 60,078.018. BTC falls 5%: the pool gains.
     v.t += 1;
     v.price("USDC", "1");
     v.price("BTC", "57000");
@@ -165,22 +188,25 @@ fn shares_price_the_pool_at_its_value_including_unsettled_pnl() {
     else {
         panic!("{events:?}")
     };
-    // Value: 1,000,000 + 5 * (60,036 - 57,000) = 1,015,180. Shares: 100,000 * (1,000,000 + 1) / (1,015,180 + 1),
-    // with one share and one USD of virtual offset.
-    assert_eq!(*pool_value, quote("1015180"));
-    assert_eq!(*shares, qty("98504.700147"));
-    // Redeeming pays the same price back (rounded down), from the pool's deposit.
+    // Value: 1,000,000 + 5 * (60,078.018 - 57,000) = 1,015,390.09. Shares: 100,000 * (1,000,000 + 1) /
+    // (1,015,390.09 + 1), with one share and one USD of virtual offset.
+    assert_eq!(*pool_value, quote("1015390.09"));
+    assert_eq!(*shares, qty("98484.318982"));
+    // A redemption values the pool's unsettled profit (15,390.09) at BTC-PERP's positive_pnl_initial_weight of 0.9
+    // (the traders who owe it may never pay): depositing and redeeming at once loses a tenth of its share of it.
     let events = v.ok(CommandKind::PoolWithdraw {
         sub_account: second,
         shares: *shares,
     });
-    let Event::PoolWithdrawn { amount, .. } = &events[0] else {
+    let Event::PoolWithdrawn {
+        amount, pool_value, ..
+    } = &events[0]
+    else {
         panic!("{events:?}")
     };
-    assert!(
-        *amount <= qty("100000") && *amount > qty("99999.99"),
-        "{amount}"
-    );
+    assert_eq!(*pool_value, quote("1113851.081"));
+    // 98,484.318982 shares * (1,113,851.081 + 1) / (1,098,484.318982 + 1), rounded down.
+    assert_eq!(*amount, qty("99862.020682"));
     // The provider owns the rest.
     assert_eq!(v.engine.lp_shares()[&lp], 1_000_000_000_000);
     assert_eq!(v.engine.lp_pool().sub_account, Some(pool));

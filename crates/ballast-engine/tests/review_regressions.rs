@@ -142,3 +142,61 @@ fn covered_plus_socialized_is_exactly_the_debt() {
         );
     }
 }
+
+/// A dust deposit of another asset no longer lets a settlement borrow without limit: a loser pays its quote-asset
+/// deposit plus what its other collateral is worth, and the rest of its loss stays with the perp waterfall (review
+/// finding F1: 0.001 ETH used to unlock a 5,461 USDC borrow that was then socialized on the USDC lenders).
+#[test]
+fn a_dust_deposit_backs_a_settlement_borrow_only_up_to_its_value() {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let lender = v.sub(9, MarginSpec::Cross);
+    v.deposit(lender, "USDC", "1000000");
+    let a = v.sub(1, MarginSpec::Cross);
+    let b = v.sub(2, MarginSpec::Cross);
+    v.deposit(a, "USDC", "9500");
+    v.deposit(a, "ETH", "0.001");
+    v.deposit(b, "USDC", "100000");
+    v.fill("BTC-PERP", a, b, true, "3", "60000").unwrap();
+    v.t += 1;
+    v.price("USDC", "1");
+    v.price("ETH", "3000");
+    v.price("BTC", "55000");
+    let events = v.ok(CommandKind::SettlePnl {
+        market: "BTC-PERP".into(),
+        winner: b,
+        loser: a,
+    });
+    let ballast_engine::Event::PnlSettled { amount, .. } = &events[0] else {
+        panic!("{events:?}")
+    };
+    // 9,500 of deposit and 3 USD of ETH: 9,503, of B's 14,964.
+    assert_eq!(*amount, qty("9503"));
+    assert_eq!(v.engine.balance_native(a, 0).unwrap().raw(), -3_000_000);
+}
+
+/// The pool backstops liquidations only within its exposure bound, and takes over perp positions only (it cannot
+/// act to sell seized collateral). Review finding F4.
+#[test]
+fn the_pool_does_not_take_over_a_position_beyond_its_exposure_bound() {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    v.ok(CommandKind::OpenCounterpartyPool {});
+    let lp = v.sub(1, MarginSpec::Cross);
+    v.deposit(lp, "USDC", "1000000");
+    v.ok(CommandKind::PoolDeposit {
+        sub_account: lp,
+        amount: qty("1000000"),
+    });
+    let a = v.sub(2, MarginSpec::Cross);
+    let b = v.sub(3, MarginSpec::Cross);
+    v.deposit(a, "USDC", "50000");
+    v.deposit(b, "USDC", "1000000");
+    v.fill("BTC-PERP", a, b, true, "10", "60000").unwrap();
+    v.t += 1;
+    v.price("USDC", "1");
+    v.price("BTC", "55000");
+    // A full close would hand the pool 10 BTC, 550,000 USD, over half of its 1,000,000.
+    let r = v.rejected(CommandKind::PoolLiquidate { target: a });
+    assert_eq!(r.code, "pool_exposure", "{r}");
+}

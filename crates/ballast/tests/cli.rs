@@ -706,13 +706,14 @@ fn run_summary_shows_the_counterparty_pool_and_insurance_stakes() {
     );
     let summary = out.last_line();
     // The first deposit into an empty pool buys one share per USD; the second, at a share price of 1, as many. The
-    // pool then sold 0.01 BTC at 56,000 plus an impact of 560 / 500,000,000: it is worth 0.000628 USD more.
+    // pool then sold 0.01 BTC at 56,000 plus the oracle's confidence (10) plus an impact of 280 / 500,000,000 (half
+    // the trade's 560 USD over the impact depth): it is worth 0.100314 USD more.
     assert_eq!(
         summary["counterparty_pool"],
         serde_json::json!({
             "sub_account": 2,
             "total_shares": "5000",
-            "value": "5000.000628",
+            "value": "5000.100314",
             "providers": [
                 {"sub_account": 0, "shares": "4000"},
                 {"sub_account": 1, "shares": "1000"}

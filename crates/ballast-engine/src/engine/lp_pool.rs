@@ -8,25 +8,36 @@
 //! fill, stake, liquidate); it moves only through pool commands, settlement, liquidation of it and the waterfall.
 //!
 //! - **Value.** The pool is worth its equity at oracle prices: deposits (rounded down) minus debts (rounded up) plus
-//!   every position's unsettled PnL (funding settled, rounded down). Valuing it needs a usable price (fresh, tight
-//!   and close to the reference) for everything it holds, so shares are never priced off a bad oracle.
+//!   every position's unsettled PnL (funding settled, rounded down). Valuing it needs a usable price for everything
+//!   it holds, so shares are never priced off a bad oracle. Deposits see this full value; **redemptions** (and the
+//!   exposure bound) count the pool's unsettled **profit** at the market's `positive_pnl_initial_weight`, as initial
+//!   health does: the traders who owe it may never pay, and a provider who leaves first must not take a share of
+//!   profit the others are then left to write off. A deposit followed at once by a redemption loses that haircut.
 //! - **Shares.** A deposit of quote-asset tokens worth `a` (micro-USD, at face) mints `a * (S + V) / (W + V)` share
 //!   units, rounded down, for `S` shares outstanding and a pool worth `W`; a redemption of `s` units pays
 //!   `s * (W + V) / (S + V)` micro-USD in tokens, rounded down. `V = 10^6` virtual units on both sides (ERC-4626's
 //!   defence against the first-depositor share-price inflation pattern, as for the insurance funds). Share units
 //!   have 6 decimals: the first share is worth 1 USD.
-//! - **Trades.** `pool_trade` fills at the oracle price moved against the trader by the price impact
-//!   `min(notional / impact_depth, max_impact)` (`[market.pool]`), rounded against the trader; the trader pays the
-//!   market's taker fee, the pool no fee (its edge is the impact). The oracle price must be usable for new risk.
-//! - **Exposure.** A trade that grows the pool's net position in a market is refused if the position's notional
-//!   would exceed `max_exposure` times the pool's value afterwards; so is a redemption that would leave any of the
-//!   pool's positions beyond that bound. Like any sub-account taking risk, the pool's initial health must stay
-//!   non-negative. A redemption also needs the pool to hold the tokens as a deposit (unsettled PnL is not cash) and
-//!   waits out a pause of quote-asset withdrawals after a socialized loss.
+//! - **Trades.** `pool_trade` fills at the oracle price plus its confidence for a buy (minus it for a sell), moved
+//!   against the trader by the price impact `min(skew / impact_depth, max_impact)` (`[market.pool]`), rounded
+//!   against the trader. `skew` is the traders' mean net position against the pool over the trade, valued at the
+//!   oracle: the trade takes it from `x0` (the traders' side in the trade's direction: minus the pool's base for a
+//!   buy, plus it for a sell) to `x0 + size`, and pays for `x0 + size / 2`, or nothing when that is negative (a
+//!   trade back toward flat pays no impact and earns no rebate). So splitting a trade saves nothing, and a trader who
+//!   knows where the next print lands within the confidence band gains nothing from the pool. The trader pays the
+//!   market's taker fee, the pool no fee. The oracle price must be usable for new risk.
+//! - **Exposure.** A trade that grows the pool's net position in a market, or flips its side, is refused if the
+//!   position's notional would exceed `max_exposure` times the pool's (haircut) value afterwards; so is a
+//!   redemption that would leave any of the pool's positions beyond that bound. Like any sub-account taking risk,
+//!   the pool's initial health must stay non-negative. A redemption also needs the pool to hold the tokens as a
+//!   deposit (unsettled PnL is not cash) and waits out a pause of quote-asset withdrawals.
 //! - **Backstop.** `pool_liquidate` (permissionless) liquidates a sub-account below maintenance with the pool as the
-//!   liquidator, under the same rules as a registered liquidator; the exposure bound does not apply to it.
+//!   liquidator, under the same rules as a registered liquidator, for **perp positions only** (the pool cannot act to
+//!   sell seized collateral), only in markets the pool quotes, and within the same exposure bound (valued under the
+//!   liquidation guard: a divergent price does not block it).
 
 use super::*;
+use crate::perp::settle_funding;
 
 /// The owner id reserved for the counterparty pool's sub-account; no account may be created with it. It is the
 /// largest integer a JSON reader that holds numbers as doubles reads exactly (2^53 - 1).
@@ -37,6 +48,14 @@ const POOL_VIRTUAL_OFFSET: i128 = 1_000_000;
 
 /// Decimals of pool shares as events show them (1_000_000 share units are one share).
 pub const POOL_SHARE_DECIMALS: u8 = 6;
+
+/// How the pool is valued: in full (deposits), or with unsettled profit at a haircut (redemptions and the exposure
+/// bound), so that a redemption never takes more than its share of what traders will actually pay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Valuation {
+    Full,
+    ProfitHaircut,
+}
 
 /// The counterparty pool's header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,22 +160,97 @@ impl Engine {
 
     /// The counterparty pool's value now (module docs), if it is open and every price it needs is usable.
     pub fn counterparty_pool_value(&self) -> Option<Quote> {
-        self.pool_value(self.now_s).ok()
+        self.pool_value(self.now_s, Valuation::Full, Guard::NewRisk)
+            .ok()
     }
 
     /// The pool's value (module docs), refusing if any price it needs is not usable for new risk.
-    fn pool_value(&self, now_s: u64) -> Result<Quote, Rejection> {
+    fn pool_value(
+        &self,
+        now_s: u64,
+        valuation: Valuation,
+        guard: Guard,
+    ) -> Result<Quote, Rejection> {
         let id = self.pool_id()?;
         let sub = &self.sub_accounts[id as usize];
         let action = "valuing the counterparty pool";
         for b in &sub.balances {
-            self.usable_price(b.asset, now_s, Guard::NewRisk, action)?;
+            self.usable_price(b.asset, now_s, guard, action)?;
         }
         for p in &sub.perps {
             let underlying = self.market_underlying[p.market as usize];
-            self.usable_price(underlying, now_s, Guard::NewRisk, action)?;
+            self.usable_price(underlying, now_s, guard, action)?;
         }
-        Ok(self.equity_at_oracle(sub, &self.all_risks(now_s)?)?)
+        let risks = self.all_risks(now_s)?;
+        let mut value = self.equity_at_oracle(sub, &risks)?;
+        if valuation == Valuation::ProfitHaircut {
+            // Unsettled profit is owed by traders who may never pay it: it counts at the market's
+            // `positive_pnl_initial_weight`, as in initial health, so a redemption does not take more than its share.
+            for p in &sub.perps {
+                let risk = &risks.markets[p.market as usize];
+                let Some(price) = risk.oracle else { continue };
+                let mut settled = *p;
+                settle_funding(&mut settled, risk.funding_index, risk.decimals)?;
+                let profit = price
+                    .value_floor(settled.base, risk.decimals)?
+                    .checked_add(settled.quote)?;
+                if profit.is_positive() {
+                    let kept = profit.mul_ratio_floor(risk.positive_pnl_initial_weight)?;
+                    value = value.checked_sub(profit.checked_sub(kept)?)?;
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    /// Refuses unless every pool position that `before` (market, signed base) shows grew or flipped side is in a
+    /// market the pool quotes and within its exposure bound against the pool's (haircut) value.
+    fn check_pool_growth(
+        &self,
+        now_s: u64,
+        before: &[(MarketIdx, i128)],
+        guard: Guard,
+    ) -> Result<(), Rejection> {
+        let id = self.pool_id()?;
+        let mut grown = Vec::new();
+        for p in &self.sub_accounts[id as usize].perps {
+            let was = before
+                .iter()
+                .find(|(m, _)| *m == p.market)
+                .map_or(0, |(_, b)| *b);
+            let is = p.base.raw();
+            let flipped = was != 0 && is != 0 && (was < 0) != (is < 0);
+            if is.unsigned_abs() > was.unsigned_abs() || flipped {
+                grown.push(p.market);
+            }
+        }
+        if grown.is_empty() {
+            return Ok(());
+        }
+        let value = self.pool_value(now_s, Valuation::ProfitHaircut, guard)?;
+        for m in grown {
+            if self.market_configs[m as usize].pool.is_none() {
+                return Err(reject(
+                    "no_pool_market",
+                    format!(
+                        "the pool takes on positions only in markets it quotes, not {}",
+                        self.market_configs[m as usize].symbol
+                    ),
+                ));
+            }
+            self.check_pool_exposure(now_s, value, Some(m), guard)?;
+        }
+        Ok(())
+    }
+
+    /// The pool's signed base in every market it holds.
+    fn pool_bases(&self) -> Result<Vec<(MarketIdx, i128)>, Rejection> {
+        let id = self.pool_id()?;
+        Ok(self.sub_accounts[id as usize]
+            .perps
+            .iter()
+            .map(|p| (p.market, p.base.raw()))
+            .collect())
     }
 
     /// Refuses if any of the pool's positions is beyond `max_exposure` times `value`; `only` limits the check to
@@ -166,6 +260,7 @@ impl Engine {
         now_s: u64,
         value: Quote,
         only: Option<MarketIdx>,
+        guard: Guard,
     ) -> Result<(), Rejection> {
         let id = self.pool_id()?;
         for p in &self.sub_accounts[id as usize].perps {
@@ -175,7 +270,7 @@ impl Engine {
             let config = &self.market_configs[p.market as usize];
             let underlying = self.market_underlying[p.market as usize];
             let decimals = self.assets[underlying as usize].decimals;
-            let price = self.usable_price(underlying, now_s, Guard::NewRisk, "pool exposure")?;
+            let price = self.usable_price(underlying, now_s, guard, "pool exposure")?;
             let exposure = price.value_ceil(p.base.abs()?, decimals)?;
             // A market without pool quoting (the pool got its position by liquidation) has no bound.
             let Some(pool) = &config.pool else { continue };
@@ -224,7 +319,7 @@ impl Engine {
                 ),
             ));
         }
-        let value = self.pool_value(now_s)?;
+        let value = self.pool_value(now_s, Valuation::Full, Guard::NewRisk)?;
         let worth = self.tokens_worth_floor(native)?;
         let denominator = value.raw().checked_add(POOL_VIRTUAL_OFFSET).unwrap_or(0);
         if denominator <= 0 {
@@ -235,7 +330,10 @@ impl Engine {
         }
         let shares = ballast_num::mul_div(
             worth.raw(),
-            self.lp.total_shares + POOL_VIRTUAL_OFFSET,
+            self.lp
+                .total_shares
+                .checked_add(POOL_VIRTUAL_OFFSET)
+                .ok_or_else(|| reject("limit", "pool shares overflow"))?,
             denominator,
             Rounding::Floor,
         )?;
@@ -315,11 +413,14 @@ impl Engine {
             ));
         }
         self.refuse_if_paused(quote, now_s, "pool withdrawal")?;
-        let value = self.pool_value(now_s)?;
+        let value = self.pool_value(now_s, Valuation::ProfitHaircut, Guard::NewRisk)?;
         let owed = ballast_num::mul_div(
             units,
             value.raw().saturating_add(POOL_VIRTUAL_OFFSET),
-            self.lp.total_shares + POOL_VIRTUAL_OFFSET,
+            self.lp
+                .total_shares
+                .checked_add(POOL_VIRTUAL_OFFSET)
+                .ok_or_else(|| reject("limit", "pool shares overflow"))?,
             Rounding::Floor,
         )?;
         let tokens = self.quote_tokens_floor(Quote::from_raw(owed.max(0)))?;
@@ -360,7 +461,8 @@ impl Engine {
         let amount = self.quantity(quote, tokens)?;
         let action = format!("pool withdrawal of {shares} shares");
         self.check_new_risk(pool_id, &action, now_s, &[])?;
-        self.check_pool_exposure(now_s, self.pool_value(now_s)?, None)?;
+        let after = self.pool_value(now_s, Valuation::ProfitHaircut, Guard::NewRisk)?;
+        self.check_pool_exposure(now_s, after, None, Guard::NewRisk)?;
         let mut events = vec![Event::PoolWithdrawn {
             sub_account: id,
             shares,
@@ -402,23 +504,39 @@ impl Engine {
             Guard::NewRisk,
             &format!("a {symbol} pool trade"),
         )?;
-        let notional = oracle.value_ceil(base, decimals)?;
-        let impact = Ratio::from_fraction(
-            notional.raw(),
-            pool_config.impact_depth.raw(),
-            Rounding::Ceil,
-        )?
-        .min(pool_config.max_impact);
+        // Impact grows with the traders' net position against the pool, averaged over the trade: `x0` is the
+        // traders' side in the trade's direction before it (minus the pool's base for a buy, plus it for a sell), so
+        // the trade moves it from `x0` to `x0 + base` and pays for the mean. Splitting a trade saves nothing; a trade
+        // that brings the pool back toward flat pays none (and earns no rebate).
+        let pool_base = self.sub_accounts[pool_id as usize]
+            .perp(m)
+            .map_or(0, |p| p.base.raw());
+        let x0 = match side {
+            Side::Buy => pool_base.checked_neg(),
+            Side::Sell => Some(pool_base),
+        }
+        .ok_or_else(|| reject("arithmetic", "pool position overflow"))?;
+        let mean = x0
+            .checked_add(base.raw() / 2)
+            .ok_or_else(|| reject("arithmetic", "pool position overflow"))?;
+        let skew = oracle.value_ceil(TokenAmount::from_raw(mean.max(0)), decimals)?;
+        let impact =
+            Ratio::from_fraction(skew.raw(), pool_config.impact_depth.raw(), Rounding::Ceil)?
+                .min(pool_config.max_impact);
+        // The oracle's confidence is a spread the trader pays on top, so a trader who knows where the next print
+        // lands within it gains nothing from the pool.
+        let confidence = self.oracles[underlying as usize]
+            .expect("a usable price was checked")
+            .confidence;
         let price = match side {
-            Side::Buy => oracle.mul_ratio(Ratio::ONE.checked_add(impact)?, Rounding::Ceil)?,
-            Side::Sell => oracle.mul_ratio(Ratio::ONE.checked_sub(impact)?, Rounding::Floor)?,
+            Side::Buy => oracle
+                .checked_add(confidence)?
+                .mul_ratio(Ratio::ONE.checked_add(impact)?, Rounding::Ceil)?,
+            Side::Sell => oracle
+                .checked_sub(confidence)?
+                .mul_ratio(Ratio::ONE.checked_sub(impact)?, Rounding::Floor)?,
         };
-        let pool_base = |engine: &Engine| {
-            engine.sub_accounts[pool_id as usize]
-                .perp(m)
-                .map_or(0, |p| p.base.raw().unsigned_abs())
-        };
-        let before = pool_base(self);
+        let before = self.pool_bases()?;
         let mut events = vec![Event::PoolTraded {
             market: symbol.to_string(),
             sub_account: id,
@@ -430,14 +548,16 @@ impl Engine {
         }];
         let fees = [config.taker_fee, Ratio::ZERO];
         events.extend(self.execute_fill(now_s, m, [id, pool_id], side, size, base, price, fees)?);
-        if pool_base(self) > before {
-            self.check_pool_exposure(now_s, self.pool_value(now_s)?, Some(m))?;
-        }
+        self.check_pool_growth(now_s, &before, Guard::NewRisk)?;
         Ok(events)
     }
 
     pub(super) fn pool_liquidate(&mut self, now_s: u64, target: SubAccountId) -> Applied {
         let pool_id = self.pool_id()?;
-        self.liquidate_by(now_s, pool_id, target)
+        let before = self.pool_bases()?;
+        let events = self.liquidate_by(now_s, pool_id, target, true)?;
+        // A divergent price does not block a liquidation, nor the pool's bound on what it takes over.
+        self.check_pool_growth(now_s, &before, Guard::Liquidation)?;
+        Ok(events)
     }
 }

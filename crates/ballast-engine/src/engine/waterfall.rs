@@ -51,6 +51,9 @@ use crate::config::WaterfallStep;
 use crate::perp::settle_funding;
 use std::cmp::Ordering;
 
+/// A deposit worth less than this at the oracle is dust: not worth a liquidation.
+const DUST_VALUE: Quote = Quote::from_raw(1_000_000);
+
 /// Another sub-account's position in the market being resolved, as the waterfall sees it.
 struct Candidate {
     id: SubAccountId,
@@ -79,16 +82,18 @@ struct Outcome {
 impl Engine {
     pub(super) fn resolve_bankruptcy(&mut self, now_s: u64, target: SubAccountId) -> Applied {
         let sub = self.sub_account(target)?;
-        // Deposits worth nothing at the oracle (less than a micro-dollar) cannot be liquidated; they are swept into
-        // their asset's insurance fund below rather than keep the debts alive.
+        // Deposits worth less than one USD at the oracle are not worth a liquidation (some cannot be liquidated at
+        // all); an insolvent sub-account's dust is swept into its asset's insurance fund below, which is paying for
+        // its deficit, rather than keep the debts alive.
         let mut dust = Vec::new();
         for b in sub.balances.iter().filter(|b| b.scaled > 0) {
             let risk = self.asset_risk(b.asset, now_s)?;
             let worthless = match risk.oracle {
-                Some(o) => o
-                    .price
-                    .value_floor(Self::native_of(b.scaled, &risk)?, risk.decimals)?
-                    .is_zero(),
+                Some(o) => {
+                    o.price
+                        .value_floor(Self::native_of(b.scaled, &risk)?, risk.decimals)?
+                        < DUST_VALUE
+                }
                 None => false,
             };
             if !worthless {
@@ -98,6 +103,16 @@ impl Engine {
                 ));
             }
             dust.push((b.asset, b.scaled));
+        }
+        if !dust.is_empty()
+            && !self
+                .equity_at_oracle(sub, &self.all_risks(now_s)?)?
+                .is_negative()
+        {
+            return Err(reject(
+                "not_bankrupt",
+                format!("sub-account {target} still holds collateral and is solvent"),
+            ));
         }
         let staked = self
             .stakes
@@ -393,7 +408,10 @@ impl Engine {
                             continue;
                         }
                         let held = sub.scaled(quote_asset);
-                        let tokens = self.quote_tokens_floor(budget.min(owed))?;
+                        // The fund left, not the fund at the start: each withdrawal rounds its scaled units up,
+                        // so the fund can shrink by a unit more than it paid.
+                        let fund_left = self.tokens_worth_floor(Self::insurance_value(&pool)?)?;
+                        let tokens = self.quote_tokens_floor(budget.min(owed).min(fund_left))?;
                         if tokens.is_zero() {
                             continue;
                         }
