@@ -314,6 +314,13 @@ impl ProtocolConfig {
                 file.market.len()
             ));
         }
+        let pooled = file.market.iter().filter(|m| m.pool.is_some()).count();
+        if pooled > crate::limits::MAX_PERP_POSITIONS_PER_SUB_ACCOUNT {
+            errors.push(format!(
+                "{pooled} markets have a [market.pool] section; the counterparty pool is one sub-account and holds at most {} positions",
+                crate::limits::MAX_PERP_POSITIONS_PER_SUB_ACCOUNT
+            ));
+        }
         let listed: Vec<(String, u8)> = file
             .asset
             .iter()

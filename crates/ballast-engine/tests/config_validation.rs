@@ -142,3 +142,18 @@ fn a_bad_asset_listed_by_command_changes_nothing() {
     });
     assert_eq!(r.code, "duplicate_asset");
 }
+
+#[test]
+fn the_pool_quotes_at_most_as_many_markets_as_a_sub_account_holds_positions() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/protocol.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut file: ballast_engine::config::ProtocolFile = toml::from_str(&text).unwrap();
+    let template = file.market[0].clone();
+    for i in 0..9 {
+        let mut m = template.clone();
+        m.symbol = format!("BTC{i}-PERP");
+        file.market.push(m);
+    }
+    let errors = ballast_engine::ProtocolConfig::from_file(file).unwrap_err();
+    assert!(errors.to_string().contains("[market.pool]"), "{errors}");
+}
