@@ -365,8 +365,8 @@ pub enum Event {
         socialized: Quote,
         bankruptcy_price: Option<Price>,
     },
-    /// A bankrupt sub-account's deposit worth less than a micro-dollar at the oracle (nothing a liquidator can take)
-    /// went to its asset's insurance fund.
+    /// An insolvent sub-account's deposit worth less than one USD at the oracle (not worth a liquidation) went to its
+    /// asset's insurance fund as `resolve_bankruptcy` began.
     DustSwept {
         target: SubAccountId,
         asset: String,

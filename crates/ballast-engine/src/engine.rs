@@ -2416,7 +2416,8 @@ impl Engine {
     }
 
     /// The most a settlement may take from a losing sub-account's balance, micro-USD: its quote-asset deposit, plus
-    /// what the rest of its spot book is worth at oracle prices (other deposits less its debts, never below zero),
+    /// what the rest of its spot book is worth at usable oracle prices (other deposits less its debts, never below
+    /// zero; a stale or uncertain price counts a deposit as zero and a debt as leaving no backing),
     /// which the settlement may borrow against and a liquidation then swaps for the debt. A borrow with nothing
     /// behind it would turn a perp deficit into a lending loss and skip the perp waterfall. Refuses a loser with
     /// nothing to pay with.
@@ -2437,13 +2438,16 @@ impl Engine {
                 continue;
             }
             let risk = self.asset_risk(b.asset, now_s)?;
-            match risk.oracle {
+            // Only a price a liquidation could use (fresh and tight) values the backing.
+            let usable = Guard::Liquidation.filter(risk.problem).is_none();
+            match risk.oracle.filter(|_| usable) {
                 Some(oracle) => {
                     let amount = Self::native_of(b.scaled, &risk)?;
                     backing =
                         backing.checked_add(oracle.price.value_floor(amount, risk.decimals)?)?;
                 }
-                // A debt that cannot be valued leaves nothing known to back a borrow.
+                // A debt that cannot be valued leaves nothing known to back a borrow; collateral that cannot be
+                // valued counts zero.
                 None => unvalued_debt |= b.scaled < 0,
             }
         }

@@ -94,12 +94,13 @@ pub struct MarketConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MarketPoolConfig {
-    /// Price impact is `notional / impact_depth` (USD over USD), linear in the trade's size...
+    /// Price impact is `skew / impact_depth` (USD over USD), `skew` the traders' mean net position against the pool
+    /// over the trade, valued at the oracle (see `engine/lp_pool.rs`)...
     pub impact_depth: Quote,
     /// ...and at most this.
     pub max_impact: Ratio,
-    /// The pool's net position in the market may grow only while its notional stays within this multiple of the
-    /// pool's value (its open-interest cap against pool capital).
+    /// The pool's net position in the market may grow or flip only while its notional stays within this multiple of
+    /// the pool's value with its unsettled profit at a haircut (its open-interest cap against pool capital).
     pub max_exposure: Ratio,
 }
 

@@ -313,8 +313,9 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
     ));
 
     out.push_str(
-        "\ncounterparty pool quoting (impact = notional / impact depth, at most max impact; the pool's position \
-         notional stays within max exposure times the pool's value; - where the market does not trade with the pool)\n",
+        "\ncounterparty pool quoting (impact = skew / impact depth, skew the traders' mean net position against the \
+         pool over a trade in USD, at most max impact, on top of the oracle's confidence; the pool's position notional \
+         stays within max exposure times the pool's value; - where the market does not trade with the pool)\n",
     );
     let rows = config
         .markets

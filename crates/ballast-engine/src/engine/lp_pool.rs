@@ -272,7 +272,8 @@ impl Engine {
             let decimals = self.assets[underlying as usize].decimals;
             let price = self.usable_price(underlying, now_s, guard, "pool exposure")?;
             let exposure = price.value_ceil(p.base.abs()?, decimals)?;
-            // A market without pool quoting (the pool got its position by liquidation) has no bound.
+            // A market without pool quoting has no bound (the pool cannot hold a position there: it neither trades
+            // nor takes over liquidations in one).
             let Some(pool) = &config.pool else { continue };
             let cap = value.mul_ratio_floor(pool.max_exposure)?;
             if exposure > cap {

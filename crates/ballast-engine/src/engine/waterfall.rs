@@ -1,7 +1,9 @@
 //! The loss waterfall: who absorbs a bankrupt sub-account's deficit, to the last unit.
 //!
-//! `resolve_bankruptcy` (permissionless) takes a sub-account that holds no collateral (no deposit in any asset) and
-//! no profitable open perp position (an asset a liquidator can take over first). A closed position still owed profit
+//! `resolve_bankruptcy` (permissionless) takes a sub-account that holds no collateral worth a liquidation, no
+//! insurance stake or pool share (assets: redeem them first) and no profitable open perp position (an asset a
+//! liquidator can take over first). Deposits worth less than one USD at the oracle (`DUST_VALUE`) of an insolvent
+//! sub-account are swept into their asset's insurance fund. A closed position still owed profit
 //! by its market's losers is a claim: if the sub-account is insolvent with it (equity at oracle prices below zero),
 //! the claim is **forfeited to the insurance fund's claim** in its market (`insurance_collected`, which
 //! `settle_venue_claims` later collects), and in exchange the fund may pay that much more of the deficits below,
@@ -13,7 +15,8 @@
 //!    - `venue_claims`: the venue's unsettled claims in the market (trading fees, then the insurance share of
 //!      liquidation fees) are written off against the deficit;
 //!    - `insurance`: the quote asset's insurance fund pays, up to the market tier's `insurance_cap_per_bankruptcy`,
-//!      straight to the market's winning positions in ranking order (their unsettled profit becomes tokens);
+//!      straight to the market's winning positions, the lowest-ranked first (their unsettled profit becomes
+//!      tokens), so that what the fund does not cover is deleveraged from the highest-ranked, as without a fund;
 //!    - `socialize`: auto-deleveraging (ADL). An open position is closed against the ranked positions on the other
 //!      side at its **bankruptcy price**, the price at which its value is exactly zero after the earlier steps:
 //!      `p = -quote / base`. The first-ranked position is closed as far as needed, then the next. Each chunk moves
@@ -27,9 +30,10 @@
 //! 2. **Each debt, in asset order** (the lending waterfall): that asset's insurance fund pays up to its tier's cap,
 //!    and the rest is written off against the pool's depositors by a supply-index haircut.
 //!
-//! After any socialized loss, withdrawals and borrows of the pool that took it (the quote asset's for ADL) pause
-//! for `socialized_loss_withdrawal_pause_s`. Every unit lands in a ledger: per market `claims_written_off`,
-//! `insurance_paid` and `socialized_loss`; per pool `bad_debt_covered` and `socialized_loss`.
+//! A supply-index haircut pauses that pool's withdrawals and borrows for `socialized_loss_withdrawal_pause_s`; ADL
+//! pauses nothing (its losses fall on the deleveraged positions, not on any pool's depositors). Every unit lands in
+//! a ledger: per market `claims_written_off`, `insurance_paid` and `socialized_loss`; per pool `bad_debt_covered`
+//! and `socialized_loss`.
 //!
 //! ## ADL ranking
 //!
