@@ -8,18 +8,6 @@ mod common;
 use ballast_engine::{CommandKind, Event, MarginSpec};
 use common::*;
 
-/// A: 10,000 USDC, long 1 BTC-PERP at 60,000 from B (10,000 USDC).
-fn one_btc_long() -> (Venue, u32, u32) {
-    let mut v = Venue::new(flat_config());
-    v.all_prices();
-    let a = v.sub(1, MarginSpec::Cross);
-    let b = v.sub(2, MarginSpec::Cross);
-    v.deposit(a, "USDC", "10000");
-    v.deposit(b, "USDC", "10000");
-    v.fill("BTC-PERP", a, b, true, "1", "60000").unwrap();
-    (v, a, b)
-}
-
 #[test]
 fn funding_moves_from_longs_to_shorts_when_the_mark_is_above_the_oracle() {
     let (mut v, a, b) = one_btc_long();

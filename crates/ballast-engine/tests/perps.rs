@@ -7,18 +7,6 @@ mod common;
 use ballast_engine::{CommandKind, Event, MarginSpec};
 use common::*;
 
-/// Two traders with 10,000 USDC each; A buys 1 BTC-PERP from B at 60,000 (A takes, B makes).
-fn one_btc_long() -> (Venue, u32, u32) {
-    let mut v = Venue::new(flat_config());
-    v.all_prices();
-    let a = v.sub(1, MarginSpec::Cross);
-    let b = v.sub(2, MarginSpec::Cross);
-    v.deposit(a, "USDC", "10000");
-    v.deposit(b, "USDC", "10000");
-    v.fill("BTC-PERP", a, b, true, "1", "60000").unwrap();
-    (v, a, b)
-}
-
 #[test]
 fn a_fill_opens_two_positions_and_charges_both_fees() {
     let (v, a, b) = one_btc_long();

@@ -694,3 +694,15 @@ pub fn perp_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<Command> {
 }
 
 pub use ballast_engine::command::Side;
+
+/// The flat example venue with prices; A (10,000 USDC) long 1 BTC-PERP at 60,000 from B (10,000 USDC).
+pub fn one_btc_long() -> (Venue, u32, u32) {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let a = v.sub(1, MarginSpec::Cross);
+    let b = v.sub(2, MarginSpec::Cross);
+    v.deposit(a, "USDC", "10000");
+    v.deposit(b, "USDC", "10000");
+    v.fill("BTC-PERP", a, b, true, "1", "60000").unwrap();
+    (v, a, b)
+}
