@@ -16,7 +16,7 @@ use crate::limits::{
     MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_CLOCK_JUMP_S, MAX_OWNERS,
     MAX_PERP_POSITIONS_PER_SUB_ACCOUNT, MAX_PRICE, MAX_SUB_ACCOUNTS, MAX_SUB_ACCOUNTS_PER_OWNER,
 };
-use crate::maintenance::{EntryCache, Epochs};
+use crate::maintenance::{EntryCache, Epochs, HolderRow, HolderRows};
 use crate::oracle::{OraclePrice, PriceProblem};
 use crate::perp::{
     open_interest_initial_ratio, Market, MarketConfig, MarketRisk, PerpPosition, PerpTierConfig,
@@ -107,6 +107,9 @@ pub struct Engine {
     pub(crate) sub_accounts: Vec<SubAccount>,
     /// Per asset, the sub-accounts with a non-zero balance in it (derived; order is an implementation detail).
     pub(crate) holders: Vec<Vec<SubAccountId>>,
+    /// Per asset, one row per spot holder, in the order of `holders`: what an update of the asset's price reads
+    /// (derived, not hashed, not journaled; see [`crate::maintenance::HolderRow`]).
+    pub(crate) holder_rows: Vec<Vec<HolderRow>>,
     pub(crate) perp_tiers: Vec<PerpTierConfig>,
     pub(crate) market_configs: Vec<MarketConfig>,
     pub(crate) markets: Vec<Market>,
@@ -215,6 +218,7 @@ impl Engine {
             owners: BTreeMap::new(),
             sub_accounts: Vec::new(),
             holders: Vec::new(),
+            holder_rows: Vec::new(),
             now_s: genesis_s,
             applied: 0,
             journal: Journal::default(),
@@ -257,6 +261,7 @@ impl Engine {
         self.pools.push(Pool::new(self.now_s));
         self.oracles.push(None);
         self.holders.push(Vec::new());
+        self.holder_rows.push(Vec::new());
         idx
     }
 
@@ -294,6 +299,7 @@ impl Engine {
 
     /// Sets or removes a perp position, keeping positions sorted and the market holder index true.
     fn set_perp(&mut self, id: SubAccountId, market: MarketIdx, position: Option<PerpPosition>) {
+        self.invalidate_rows(id);
         let sub = &mut self.sub_accounts[id as usize];
         let market_only = sub.scaled(self.market_underlying[market as usize]) == 0;
         let found = sub.perps.binary_search_by_key(&market, |p| p.market);
@@ -777,6 +783,7 @@ impl Engine {
 
     /// Sets a sub-account's scaled balance in an asset, keeping balances sorted and the holder index true.
     fn set_balance(&mut self, id: SubAccountId, asset: AssetIdx, scaled: i128) {
+        self.invalidate_rows(id);
         let sub = &mut self.sub_accounts[id as usize];
         match sub.balances.binary_search_by_key(&asset, |b| b.asset) {
             Ok(pos) if scaled != 0 => {
@@ -793,6 +800,7 @@ impl Engine {
                 }
                 let holders = &mut self.holders[asset as usize];
                 holders.swap_remove(slot);
+                self.holder_rows[asset as usize].swap_remove(slot);
                 if let Some(&moved) = holders.get(slot) {
                     let b = self.sub_accounts[moved as usize]
                         .balances
@@ -825,7 +833,16 @@ impl Engine {
                     }
                 }
                 holders.push(id);
+                self.holder_rows[asset as usize].push(HolderRow::EMPTY);
             }
+        }
+    }
+
+    /// Marks every holder row of a sub-account not usable: its balances or positions are about to change (see
+    /// [`crate::maintenance::HolderRow`]). Roll-back goes through `set_balance` and `set_perp` too.
+    fn invalidate_rows(&mut self, id: SubAccountId) {
+        for b in &self.sub_accounts[id as usize].balances {
+            self.holder_rows[b.asset as usize][b.holder_slot as usize].invalidate();
         }
     }
 
@@ -946,6 +963,9 @@ impl Engine {
         if self.epochs.exhausted(&risks) {
             for sub in &mut self.sub_accounts {
                 crate::maintenance::clear(sub);
+            }
+            for row in self.holder_rows.iter_mut().flatten() {
+                row.invalidate();
             }
             self.epochs = Epochs::default();
         }
@@ -1319,17 +1339,49 @@ impl Engine {
             .filter(|&m| self.market_underlying[m as usize] == asset)
             .collect();
         // Walk the indexes in place, each sub-account once: spot holders of the asset, then the holders of each
-        // market on it not met before. Each sub-account met is stamped with this walk's number, so that telling
-        // whether it was met reads only the sub-account (not its balances and positions).
+        // market on it not met before. When some market on the asset has holders without a balance in it, each
+        // sub-account met is stamped with this walk's number, so that telling whether it was met reads only the
+        // sub-account (not its balances and positions).
+        let stamp = markets
+            .iter()
+            .any(|&m| self.market_only_holders[m as usize] != 0);
         self.evaluations += 1;
         let walk = self.evaluations;
         let mut crossed = Vec::new();
         let (sub_accounts, epochs) = (&mut self.sub_accounts, &self.epochs);
+        // Spot holders: each one's row first (streamed in holder order); the general path, in batches, for those
+        // whose row is not usable, which rebuilds it.
+        let mut rows = HolderRows::new(asset, &risks, epochs, &self.market_underlying);
+        let row_array = &mut self.holder_rows[asset as usize];
         let mut batch = Batch::default();
-        for &id in &self.holders[asset as usize] {
-            sub_accounts[id as usize].evaluated = walk;
-            if batch.push(id) {
-                batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+        for (slot, &id) in self.holders[asset as usize].iter().enumerate() {
+            if stamp {
+                sub_accounts[id as usize].evaluated = walk;
+            }
+            match rows.evaluate(&row_array[slot]) {
+                Some(maintenance) => {
+                    let sub = &sub_accounts[id as usize];
+                    debug_assert_eq!(
+                        Ok(maintenance),
+                        maintenance_health(sub, &risks),
+                        "sub-account {id}: maintenance health from its row"
+                    );
+                    if maintenance.is_negative() != sub.below_maintenance {
+                        crossed.push((id, maintenance));
+                    }
+                }
+                None => {
+                    if batch.push(id, slot as u32) {
+                        batch.evaluate(
+                            sub_accounts,
+                            &risks,
+                            epochs,
+                            &rows,
+                            row_array,
+                            &mut crossed,
+                        )?;
+                    }
+                }
             }
         }
         for &m in &markets {
@@ -1340,13 +1392,20 @@ impl Engine {
                 let sub = &mut sub_accounts[id as usize];
                 if sub.evaluated != walk {
                     sub.evaluated = walk;
-                    if batch.push(id) {
-                        batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+                    if batch.push(id, Batch::NO_ROW) {
+                        batch.evaluate(
+                            sub_accounts,
+                            &risks,
+                            epochs,
+                            &rows,
+                            row_array,
+                            &mut crossed,
+                        )?;
                     }
                 }
             }
         }
-        batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+        batch.evaluate(sub_accounts, &risks, epochs, &rows, row_array, &mut crossed)?;
         self.apply_crossings(crossed, events);
         Ok(())
     }
@@ -2903,9 +2962,21 @@ impl Engine {
         // health computation, and the three levels are ordered.
         let risks = self.all_risks(self.now_s).map_err(|e| e.to_string())?;
         for (id, sub) in self.sub_accounts.iter().enumerate() {
-            // Every maintenance cache that can still be used holds what a fresh computation gives.
+            // Every maintenance cache that can still be used holds what a fresh computation gives, and so does
+            // every holder row that can still be used.
             crate::maintenance::check(sub, &self.epochs)
                 .map_err(|e| format!("sub-account {id}: maintenance cache: {e}"))?;
+            for b in &sub.balances {
+                let row = &self.holder_rows[b.asset as usize][b.holder_slot as usize];
+                crate::maintenance::check_row(
+                    sub,
+                    b.asset,
+                    row,
+                    &self.epochs,
+                    &self.market_underlying,
+                )
+                .map_err(|e| format!("sub-account {id}: asset {}: {e}", b.asset))?;
+            }
             let fast =
                 maintenance_health(sub, &risks).map_err(|e| format!("sub-account {id}: {e}"))?;
             let health = self
@@ -2940,6 +3011,13 @@ impl Engine {
                 return Err(format!(
                     "pool {symbol}: scaled borrows {} != accounts {}",
                     pool.borrows_scaled, borrows[a]
+                ));
+            }
+            if self.holder_rows[a].len() != self.holders[a].len() {
+                return Err(format!(
+                    "pool {symbol}: {} holder rows, {} holders",
+                    self.holder_rows[a].len(),
+                    self.holders[a].len()
                 ));
             }
             if holder_count[a] != self.holders[a].len() {
@@ -2979,27 +3057,35 @@ fn skip_if_no_improvement(
 #[derive(Default)]
 struct Batch {
     ids: [SubAccountId; Batch::SIZE],
+    /// Each one's slot in the asset's holder index (its row), or [`Batch::NO_ROW`] for a market holder without a
+    /// balance in the asset.
+    slots: [u32; Batch::SIZE],
     len: usize,
 }
 
 impl Batch {
     const SIZE: usize = 16;
+    const NO_ROW: u32 = u32::MAX;
 
-    /// Adds a sub-account; `true` when the batch is full and must be evaluated.
+    /// Adds a sub-account and its row's slot; `true` when the batch is full and must be evaluated.
     #[inline]
-    fn push(&mut self, id: SubAccountId) -> bool {
+    fn push(&mut self, id: SubAccountId, slot: u32) -> bool {
         self.ids[self.len] = id;
+        self.slots[self.len] = slot;
         self.len += 1;
         self.len == Self::SIZE
     }
 
-    /// Re-evaluates the batch's sub-accounts in order (see [`check_crossing`]) and empties it.
+    /// Re-evaluates the batch's sub-accounts in order (see [`check_crossing`]), rebuilds their rows, and empties
+    /// the batch.
     #[inline]
     fn evaluate(
         &mut self,
         sub_accounts: &mut [SubAccount],
         risks: &RiskTable,
         epochs: &Epochs,
+        rows: &HolderRows,
+        row_array: &mut [HolderRow],
         crossed: &mut Vec<(SubAccountId, Quote)>,
     ) -> NumResult<()> {
         let ids = &self.ids[..self.len];
@@ -3012,8 +3098,12 @@ impl Batch {
         }
         std::hint::black_box(sum);
         self.len = 0;
-        for &id in ids {
-            check_crossing(id, &mut sub_accounts[id as usize], risks, epochs, crossed)?;
+        for (&id, &slot) in ids.iter().zip(&self.slots) {
+            let sub = &mut sub_accounts[id as usize];
+            check_crossing(id, sub, risks, epochs, crossed)?;
+            if slot != Self::NO_ROW {
+                row_array[slot as usize] = rows.build(sub);
+            }
         }
         Ok(())
     }
