@@ -105,6 +105,11 @@ pub struct Engine {
     pub(crate) oracles: Vec<Option<OraclePrice>>,
     pub(crate) owners: BTreeMap<OwnerId, Vec<SubAccountId>>,
     pub(crate) sub_accounts: Vec<SubAccount>,
+    /// Every sub-account's `below_maintenance` flag, one bit per sub-account id (bit `id % 64` of word `id / 64`),
+    /// kept equal to the flags by [`Engine::set_below_maintenance`] (derived, not hashed). 128 KiB for a million
+    /// sub-accounts: the oracle hot path reads a holder's flag here rather than from its `SubAccount`, and
+    /// [`Engine::below_maintenance`] scans this instead of every sub-account.
+    below_maintenance_bits: Vec<u64>,
     /// Per asset, the sub-accounts with a non-zero balance in it (derived; order is an implementation detail).
     pub(crate) holders: Vec<Vec<SubAccountId>>,
     /// Per asset, one row per spot holder, in the order of `holders`: what an update of the asset's price reads
@@ -217,6 +222,7 @@ impl Engine {
             oracles: Vec::new(),
             owners: BTreeMap::new(),
             sub_accounts: Vec::new(),
+            below_maintenance_bits: Vec::new(),
             holders: Vec::new(),
             holder_rows: Vec::new(),
             now_s: genesis_s,
@@ -333,7 +339,7 @@ impl Engine {
     fn roll_back(&mut self) {
         let journal = std::mem::take(&mut self.journal);
         for (id, below) in journal.flags.into_iter().rev() {
-            self.sub_accounts[id as usize].below_maintenance = below;
+            self.set_below_maintenance(id, below);
         }
         for (id, asset, scaled) in journal.balances.into_iter().rev() {
             self.set_balance(id, asset, scaled);
@@ -872,11 +878,12 @@ impl Engine {
     ) {
         crossed.sort_unstable_by_key(|(id, _)| *id);
         for (id, maintenance_health) in crossed {
-            let sub = &mut self.sub_accounts[id as usize];
+            let sub = &self.sub_accounts[id as usize];
             self.journal.flags.push((id, sub.below_maintenance));
-            sub.below_maintenance = maintenance_health.is_negative();
             let owner = sub.owner;
-            events.push(if sub.below_maintenance {
+            let below = maintenance_health.is_negative();
+            self.set_below_maintenance(id, below);
+            events.push(if below {
                 Event::MarginCall {
                     sub_account: id,
                     owner,
@@ -890,6 +897,20 @@ impl Engine {
                 }
             });
         }
+    }
+
+    /// Sets a sub-account's margin flag and its bit in `below_maintenance_bits`.
+    fn set_below_maintenance(&mut self, id: SubAccountId, below: bool) {
+        self.sub_accounts[id as usize].below_maintenance = below;
+        let (word, bit) = (id as usize / 64, id % 64);
+        let bits = &mut self.below_maintenance_bits[word];
+        *bits = (*bits & !(1 << bit)) | ((below as u64) << bit);
+    }
+
+    /// A sub-account's margin flag, from `below_maintenance_bits`.
+    #[inline]
+    fn is_below_maintenance(bits: &[u64], id: SubAccountId) -> bool {
+        bits[id as usize / 64] >> (id % 64) & 1 == 1
     }
 
     /// A copy of market `m` with its funding accrued to `now_s` at the underlying's current oracle price, and the
@@ -1037,6 +1058,9 @@ impl Engine {
             }
         };
         let id = self.sub_accounts.len() as SubAccountId;
+        if id.is_multiple_of(64) {
+            self.below_maintenance_bits.push(0);
+        }
         self.sub_accounts.push(SubAccount {
             owner,
             margin: kind,
@@ -1349,6 +1373,7 @@ impl Engine {
         let walk = self.evaluations;
         let mut crossed = Vec::new();
         let (sub_accounts, epochs) = (&mut self.sub_accounts, &self.epochs);
+        let below_bits = &self.below_maintenance_bits;
         // Spot holders: each one's row first (streamed in holder order); the general path, in batches, for those
         // whose row is not usable, which rebuilds it.
         let mut rows = HolderRows::new(asset, &risks, epochs, &self.market_underlying);
@@ -1360,13 +1385,12 @@ impl Engine {
             }
             match rows.evaluate(&row_array[slot]) {
                 Some(maintenance) => {
-                    let sub = &sub_accounts[id as usize];
                     debug_assert_eq!(
                         Ok(maintenance),
-                        maintenance_health(sub, &risks),
+                        maintenance_health(&sub_accounts[id as usize], &risks),
                         "sub-account {id}: maintenance health from its row"
                     );
-                    if maintenance.is_negative() != sub.below_maintenance {
+                    if maintenance.is_negative() != Self::is_below_maintenance(below_bits, id) {
                         crossed.push((id, maintenance));
                     }
                 }
@@ -2814,9 +2838,15 @@ impl Engine {
 
     /// Sub-accounts with an open margin call (maintenance health below zero at their last evaluation), in id order.
     pub fn below_maintenance(&self) -> Vec<SubAccountId> {
-        (0..self.sub_accounts.len() as SubAccountId)
-            .filter(|&id| self.sub_accounts[id as usize].below_maintenance)
-            .collect()
+        let mut ids = Vec::new();
+        for (word, &bits) in self.below_maintenance_bits.iter().enumerate() {
+            let mut rest = bits;
+            while rest != 0 {
+                ids.push((word * 64) as SubAccountId + rest.trailing_zeros());
+                rest &= rest - 1;
+            }
+        }
+        ids
     }
 
     /// Of the sub-accounts holding `asset`, those with an open margin call (fast: walks only the holder index).
@@ -2864,6 +2894,22 @@ impl Engine {
         let mut deposits = vec![0i128; n_assets];
         let mut borrows = vec![0i128; n_assets];
         let mut holder_count = vec![0usize; n_assets];
+        if self.below_maintenance_bits.len() != self.sub_accounts.len().div_ceil(64) {
+            return Err("margin flag bits: wrong length".to_string());
+        }
+        for (word, &bits) in self.below_maintenance_bits.iter().enumerate() {
+            let flags = self.sub_accounts[word * 64..]
+                .iter()
+                .take(64)
+                .enumerate()
+                .fold(0u64, |w, (i, sub)| w | (sub.below_maintenance as u64) << i);
+            if bits != flags {
+                return Err(format!(
+                    "margin flag bits of sub-accounts {}..: {bits:#x} != flags {flags:#x}",
+                    word * 64
+                ));
+            }
+        }
         for (id, sub) in self.sub_accounts.iter().enumerate() {
             if sub.balances.len() > MAX_BALANCES_PER_SUB_ACCOUNT {
                 return Err(format!(
@@ -3224,7 +3270,7 @@ mod tests {
         e.commit_balance(1, 1, 9);
         e.commit_oracle(2, OraclePrice::first(Price::ONE, Price::ZERO, 0));
         e.journal.flags.push((0, false));
-        e.sub_accounts[0].below_maintenance = true;
+        e.set_below_maintenance(0, true);
         assert_ne!(e.state_hash(), before);
         e.roll_back();
         assert_eq!(e.state_hash(), before);
