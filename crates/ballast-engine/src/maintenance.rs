@@ -47,6 +47,15 @@
 //! again each time, so the first failing entry, and its error, are the same. `Engine::check_invariants` checks every
 //! cached value that can still be used against a fresh computation, and debug builds compare every evaluation with
 //! the uncached function.
+//!
+//! ## Holder rows: what one asset's update streams
+//!
+//! The entry caches live with their sub-account, in a heap block each, so an update of an asset held by a million
+//! sub-accounts would chase a million pointers. Each asset therefore also keeps one [`HolderRow`] per spot holder,
+//! in the order of its holder index: the holder's balance in the asset and its position on a market of the asset
+//! (their price-independent parts), and `rest`, the sum of the contributions of its other entries. An update streams
+//! that array; a row is used only while nothing it was built from has changed ([`HolderRows::evaluate`] gives the
+//! conditions and why the result is then exact), and is otherwise rebuilt from the entry caches.
 
 use crate::engine::{balance_amount, AssetIdx, MarketIdx, RiskTable, SubAccount};
 use crate::health::AssetRisk;
