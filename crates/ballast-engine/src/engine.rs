@@ -16,7 +16,7 @@ use crate::limits::{
     MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_CLOCK_JUMP_S, MAX_OWNERS,
     MAX_PERP_POSITIONS_PER_SUB_ACCOUNT, MAX_PRICE, MAX_SUB_ACCOUNTS, MAX_SUB_ACCOUNTS_PER_OWNER,
 };
-use crate::maintenance::{EntryCache, Epochs};
+use crate::maintenance::{EntryCache, Epochs, HolderRow, HolderRows};
 use crate::oracle::{OraclePrice, PriceProblem};
 use crate::perp::{
     open_interest_initial_ratio, Market, MarketConfig, MarketRisk, PerpPosition, PerpTierConfig,
@@ -105,8 +105,16 @@ pub struct Engine {
     pub(crate) oracles: Vec<Option<OraclePrice>>,
     pub(crate) owners: BTreeMap<OwnerId, Vec<SubAccountId>>,
     pub(crate) sub_accounts: Vec<SubAccount>,
+    /// Every sub-account's `below_maintenance` flag, one bit per sub-account id (bit `id % 64` of word `id / 64`),
+    /// kept equal to the flags by [`Engine::set_below_maintenance`] (derived, not hashed). 128 KiB for a million
+    /// sub-accounts: the oracle hot path reads a holder's flag here rather than from its `SubAccount`, and
+    /// [`Engine::below_maintenance`] scans this instead of every sub-account.
+    below_maintenance_bits: Vec<u64>,
     /// Per asset, the sub-accounts with a non-zero balance in it (derived; order is an implementation detail).
     pub(crate) holders: Vec<Vec<SubAccountId>>,
+    /// Per asset, one row per spot holder, in the order of `holders`: what an update of the asset's price reads
+    /// (derived, not hashed, not journaled; see [`crate::maintenance::HolderRow`]).
+    pub(crate) holder_rows: Vec<Vec<HolderRow>>,
     pub(crate) perp_tiers: Vec<PerpTierConfig>,
     pub(crate) market_configs: Vec<MarketConfig>,
     pub(crate) markets: Vec<Market>,
@@ -214,7 +222,9 @@ impl Engine {
             oracles: Vec::new(),
             owners: BTreeMap::new(),
             sub_accounts: Vec::new(),
+            below_maintenance_bits: Vec::new(),
             holders: Vec::new(),
+            holder_rows: Vec::new(),
             now_s: genesis_s,
             applied: 0,
             journal: Journal::default(),
@@ -257,6 +267,7 @@ impl Engine {
         self.pools.push(Pool::new(self.now_s));
         self.oracles.push(None);
         self.holders.push(Vec::new());
+        self.holder_rows.push(Vec::new());
         idx
     }
 
@@ -294,6 +305,7 @@ impl Engine {
 
     /// Sets or removes a perp position, keeping positions sorted and the market holder index true.
     fn set_perp(&mut self, id: SubAccountId, market: MarketIdx, position: Option<PerpPosition>) {
+        self.invalidate_rows(id);
         let sub = &mut self.sub_accounts[id as usize];
         let market_only = sub.scaled(self.market_underlying[market as usize]) == 0;
         let found = sub.perps.binary_search_by_key(&market, |p| p.market);
@@ -327,7 +339,7 @@ impl Engine {
     fn roll_back(&mut self) {
         let journal = std::mem::take(&mut self.journal);
         for (id, below) in journal.flags.into_iter().rev() {
-            self.sub_accounts[id as usize].below_maintenance = below;
+            self.set_below_maintenance(id, below);
         }
         for (id, asset, scaled) in journal.balances.into_iter().rev() {
             self.set_balance(id, asset, scaled);
@@ -777,6 +789,7 @@ impl Engine {
 
     /// Sets a sub-account's scaled balance in an asset, keeping balances sorted and the holder index true.
     fn set_balance(&mut self, id: SubAccountId, asset: AssetIdx, scaled: i128) {
+        self.invalidate_rows(id);
         let sub = &mut self.sub_accounts[id as usize];
         match sub.balances.binary_search_by_key(&asset, |b| b.asset) {
             Ok(pos) if scaled != 0 => {
@@ -793,6 +806,7 @@ impl Engine {
                 }
                 let holders = &mut self.holders[asset as usize];
                 holders.swap_remove(slot);
+                self.holder_rows[asset as usize].swap_remove(slot);
                 if let Some(&moved) = holders.get(slot) {
                     let b = self.sub_accounts[moved as usize]
                         .balances
@@ -825,7 +839,16 @@ impl Engine {
                     }
                 }
                 holders.push(id);
+                self.holder_rows[asset as usize].push(HolderRow::EMPTY);
             }
+        }
+    }
+
+    /// Marks every holder row of a sub-account not usable: its balances or positions are about to change (see
+    /// [`crate::maintenance::HolderRow`]). Roll-back goes through `set_balance` and `set_perp` too.
+    fn invalidate_rows(&mut self, id: SubAccountId) {
+        for b in &self.sub_accounts[id as usize].balances {
+            self.holder_rows[b.asset as usize][b.holder_slot as usize].invalidate();
         }
     }
 
@@ -855,11 +878,12 @@ impl Engine {
     ) {
         crossed.sort_unstable_by_key(|(id, _)| *id);
         for (id, maintenance_health) in crossed {
-            let sub = &mut self.sub_accounts[id as usize];
+            let sub = &self.sub_accounts[id as usize];
             self.journal.flags.push((id, sub.below_maintenance));
-            sub.below_maintenance = maintenance_health.is_negative();
             let owner = sub.owner;
-            events.push(if sub.below_maintenance {
+            let below = maintenance_health.is_negative();
+            self.set_below_maintenance(id, below);
+            events.push(if below {
                 Event::MarginCall {
                     sub_account: id,
                     owner,
@@ -873,6 +897,20 @@ impl Engine {
                 }
             });
         }
+    }
+
+    /// Sets a sub-account's margin flag and its bit in `below_maintenance_bits`.
+    fn set_below_maintenance(&mut self, id: SubAccountId, below: bool) {
+        self.sub_accounts[id as usize].below_maintenance = below;
+        let (word, bit) = (id as usize / 64, id % 64);
+        let bits = &mut self.below_maintenance_bits[word];
+        *bits = (*bits & !(1 << bit)) | ((below as u64) << bit);
+    }
+
+    /// A sub-account's margin flag, from `below_maintenance_bits`.
+    #[inline]
+    fn is_below_maintenance(bits: &[u64], id: SubAccountId) -> bool {
+        bits[id as usize / 64] >> (id % 64) & 1 == 1
     }
 
     /// A copy of market `m` with its funding accrued to `now_s` at the underlying's current oracle price, and the
@@ -947,6 +985,9 @@ impl Engine {
             for sub in &mut self.sub_accounts {
                 crate::maintenance::clear(sub);
             }
+            for row in self.holder_rows.iter_mut().flatten() {
+                row.invalidate();
+            }
             self.epochs = Epochs::default();
         }
         self.epochs.stamp(&risks);
@@ -1017,6 +1058,9 @@ impl Engine {
             }
         };
         let id = self.sub_accounts.len() as SubAccountId;
+        if id.is_multiple_of(64) {
+            self.below_maintenance_bits.push(0);
+        }
         self.sub_accounts.push(SubAccount {
             owner,
             margin: kind,
@@ -1319,17 +1363,49 @@ impl Engine {
             .filter(|&m| self.market_underlying[m as usize] == asset)
             .collect();
         // Walk the indexes in place, each sub-account once: spot holders of the asset, then the holders of each
-        // market on it not met before. Each sub-account met is stamped with this walk's number, so that telling
-        // whether it was met reads only the sub-account (not its balances and positions).
+        // market on it not met before. When some market on the asset has holders without a balance in it, each
+        // sub-account met is stamped with this walk's number, so that telling whether it was met reads only the
+        // sub-account (not its balances and positions).
+        let stamp = markets
+            .iter()
+            .any(|&m| self.market_only_holders[m as usize] != 0);
         self.evaluations += 1;
         let walk = self.evaluations;
         let mut crossed = Vec::new();
         let (sub_accounts, epochs) = (&mut self.sub_accounts, &self.epochs);
+        let below_bits = &self.below_maintenance_bits;
+        // Spot holders: each one's row first (streamed in holder order); the general path, in batches, for those
+        // whose row is not usable, which rebuilds it.
+        let mut rows = HolderRows::new(asset, &risks, epochs, &self.market_underlying);
+        let row_array = &mut self.holder_rows[asset as usize];
         let mut batch = Batch::default();
-        for &id in &self.holders[asset as usize] {
-            sub_accounts[id as usize].evaluated = walk;
-            if batch.push(id) {
-                batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+        for (slot, &id) in self.holders[asset as usize].iter().enumerate() {
+            if stamp {
+                sub_accounts[id as usize].evaluated = walk;
+            }
+            match rows.evaluate(&row_array[slot]) {
+                Some(maintenance) => {
+                    debug_assert_eq!(
+                        Ok(maintenance),
+                        maintenance_health(&sub_accounts[id as usize], &risks),
+                        "sub-account {id}: maintenance health from its row"
+                    );
+                    if maintenance.is_negative() != Self::is_below_maintenance(below_bits, id) {
+                        crossed.push((id, maintenance));
+                    }
+                }
+                None => {
+                    if batch.push(id, slot as u32) {
+                        batch.evaluate(
+                            sub_accounts,
+                            &risks,
+                            epochs,
+                            &rows,
+                            row_array,
+                            &mut crossed,
+                        )?;
+                    }
+                }
             }
         }
         for &m in &markets {
@@ -1340,13 +1416,20 @@ impl Engine {
                 let sub = &mut sub_accounts[id as usize];
                 if sub.evaluated != walk {
                     sub.evaluated = walk;
-                    if batch.push(id) {
-                        batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+                    if batch.push(id, Batch::NO_ROW) {
+                        batch.evaluate(
+                            sub_accounts,
+                            &risks,
+                            epochs,
+                            &rows,
+                            row_array,
+                            &mut crossed,
+                        )?;
                     }
                 }
             }
         }
-        batch.evaluate(sub_accounts, &risks, epochs, &mut crossed)?;
+        batch.evaluate(sub_accounts, &risks, epochs, &rows, row_array, &mut crossed)?;
         self.apply_crossings(crossed, events);
         Ok(())
     }
@@ -2781,9 +2864,15 @@ impl Engine {
 
     /// Sub-accounts with an open margin call (maintenance health below zero at their last evaluation), in id order.
     pub fn below_maintenance(&self) -> Vec<SubAccountId> {
-        (0..self.sub_accounts.len() as SubAccountId)
-            .filter(|&id| self.sub_accounts[id as usize].below_maintenance)
-            .collect()
+        let mut ids = Vec::new();
+        for (word, &bits) in self.below_maintenance_bits.iter().enumerate() {
+            let mut rest = bits;
+            while rest != 0 {
+                ids.push((word * 64) as SubAccountId + rest.trailing_zeros());
+                rest &= rest - 1;
+            }
+        }
+        ids
     }
 
     /// Of the sub-accounts holding `asset`, those with an open margin call (fast: walks only the holder index).
@@ -2831,6 +2920,22 @@ impl Engine {
         let mut deposits = vec![0i128; n_assets];
         let mut borrows = vec![0i128; n_assets];
         let mut holder_count = vec![0usize; n_assets];
+        if self.below_maintenance_bits.len() != self.sub_accounts.len().div_ceil(64) {
+            return Err("margin flag bits: wrong length".to_string());
+        }
+        for (word, &bits) in self.below_maintenance_bits.iter().enumerate() {
+            let flags = self.sub_accounts[word * 64..]
+                .iter()
+                .take(64)
+                .enumerate()
+                .fold(0u64, |w, (i, sub)| w | (sub.below_maintenance as u64) << i);
+            if bits != flags {
+                return Err(format!(
+                    "margin flag bits of sub-accounts {}..: {bits:#x} != flags {flags:#x}",
+                    word * 64
+                ));
+            }
+        }
         for (id, sub) in self.sub_accounts.iter().enumerate() {
             if sub.balances.len() > MAX_BALANCES_PER_SUB_ACCOUNT {
                 return Err(format!(
@@ -2953,9 +3058,21 @@ impl Engine {
         // health computation, and the three levels are ordered.
         let risks = self.all_risks(self.now_s).map_err(|e| e.to_string())?;
         for (id, sub) in self.sub_accounts.iter().enumerate() {
-            // Every maintenance cache that can still be used holds what a fresh computation gives.
+            // Every maintenance cache that can still be used holds what a fresh computation gives, and so does
+            // every holder row that can still be used.
             crate::maintenance::check(sub, &self.epochs)
                 .map_err(|e| format!("sub-account {id}: maintenance cache: {e}"))?;
+            for b in &sub.balances {
+                let row = &self.holder_rows[b.asset as usize][b.holder_slot as usize];
+                crate::maintenance::check_row(
+                    sub,
+                    b.asset,
+                    row,
+                    &self.epochs,
+                    &self.market_underlying,
+                )
+                .map_err(|e| format!("sub-account {id}: asset {}: {e}", b.asset))?;
+            }
             let fast =
                 maintenance_health(sub, &risks).map_err(|e| format!("sub-account {id}: {e}"))?;
             let health = self
@@ -2990,6 +3107,13 @@ impl Engine {
                 return Err(format!(
                     "pool {symbol}: scaled borrows {} != accounts {}",
                     pool.borrows_scaled, borrows[a]
+                ));
+            }
+            if self.holder_rows[a].len() != self.holders[a].len() {
+                return Err(format!(
+                    "pool {symbol}: {} holder rows, {} holders",
+                    self.holder_rows[a].len(),
+                    self.holders[a].len()
                 ));
             }
             if holder_count[a] != self.holders[a].len() {
@@ -3029,27 +3153,35 @@ fn skip_if_no_improvement(
 #[derive(Default)]
 struct Batch {
     ids: [SubAccountId; Batch::SIZE],
+    /// Each one's slot in the asset's holder index (its row), or [`Batch::NO_ROW`] for a market holder without a
+    /// balance in the asset.
+    slots: [u32; Batch::SIZE],
     len: usize,
 }
 
 impl Batch {
     const SIZE: usize = 16;
+    const NO_ROW: u32 = u32::MAX;
 
-    /// Adds a sub-account; `true` when the batch is full and must be evaluated.
+    /// Adds a sub-account and its row's slot; `true` when the batch is full and must be evaluated.
     #[inline]
-    fn push(&mut self, id: SubAccountId) -> bool {
+    fn push(&mut self, id: SubAccountId, slot: u32) -> bool {
         self.ids[self.len] = id;
+        self.slots[self.len] = slot;
         self.len += 1;
         self.len == Self::SIZE
     }
 
-    /// Re-evaluates the batch's sub-accounts in order (see [`check_crossing`]) and empties it.
+    /// Re-evaluates the batch's sub-accounts in order (see [`check_crossing`]), rebuilds their rows, and empties
+    /// the batch.
     #[inline]
     fn evaluate(
         &mut self,
         sub_accounts: &mut [SubAccount],
         risks: &RiskTable,
         epochs: &Epochs,
+        rows: &HolderRows,
+        row_array: &mut [HolderRow],
         crossed: &mut Vec<(SubAccountId, Quote)>,
     ) -> NumResult<()> {
         let ids = &self.ids[..self.len];
@@ -3062,8 +3194,12 @@ impl Batch {
         }
         std::hint::black_box(sum);
         self.len = 0;
-        for &id in ids {
-            check_crossing(id, &mut sub_accounts[id as usize], risks, epochs, crossed)?;
+        for (&id, &slot) in ids.iter().zip(&self.slots) {
+            let sub = &mut sub_accounts[id as usize];
+            check_crossing(id, sub, risks, epochs, crossed)?;
+            if slot != Self::NO_ROW {
+                row_array[slot as usize] = rows.build(sub);
+            }
         }
         Ok(())
     }
@@ -3184,7 +3320,7 @@ mod tests {
         e.commit_balance(1, 1, 9);
         e.commit_oracle(2, OraclePrice::first(Price::ONE, Price::ZERO, 0));
         e.journal.flags.push((0, false));
-        e.sub_accounts[0].below_maintenance = true;
+        e.set_below_maintenance(0, true);
         assert_ne!(e.state_hash(), before);
         e.roll_back();
         assert_eq!(e.state_hash(), before);

@@ -47,10 +47,21 @@
 //! again each time, so the first failing entry, and its error, are the same. `Engine::check_invariants` checks every
 //! cached value that can still be used against a fresh computation, and debug builds compare every evaluation with
 //! the uncached function.
+//!
+//! ## Holder rows: what one asset's update streams
+//!
+//! The entry caches live with their sub-account, in a heap block each, so an update of an asset held by a million
+//! sub-accounts would chase a million pointers. Each asset therefore also keeps one [`HolderRow`] per spot holder,
+//! in the order of its holder index: the holder's balance in the asset and its position on a market of the asset
+//! (their price-independent parts), and `rest`, the sum of the contributions of its other entries. An update streams
+//! that array; a row is used only while nothing it was built from has changed ([`HolderRows::evaluate`] gives the
+//! conditions and why the result is then exact), and is otherwise rebuilt from the entry caches.
 
 use crate::engine::{balance_amount, AssetIdx, MarketIdx, RiskTable, SubAccount};
 use crate::health::AssetRisk;
-use crate::limits::{MAX_ASSETS, MAX_MARKETS};
+use crate::limits::{
+    MAX_ASSETS, MAX_BALANCES_PER_SUB_ACCOUNT, MAX_MARKETS, MAX_PERP_POSITIONS_PER_SUB_ACCOUNT,
+};
 use crate::perp::{MaintenanceParts, MarketRisk};
 use ballast_num::{NumResult, Price, Quote, Ratio, TokenAmount};
 
@@ -440,6 +451,355 @@ pub(crate) fn check(sub: &SubAccount, epochs: &Epochs) -> Result<(), String> {
     Ok(())
 }
 
+// ----- holder rows: what an update of one asset streams ---------------------------------------------------------
+//
+// The entry caches above live with their sub-account, in one heap block each: an update of an asset held by a
+// million sub-accounts chases a million pointers, and memory latency bounds it. So each asset also keeps, in the
+// order of its spot holder index (`Engine::holders`), one `HolderRow` per holder: exactly what an update of that
+// asset's price reads. An update streams the asset's row array and the holder index in step, and reads from the
+// sub-account only its margin flag.
+
+/// A source's bit in a row's `rest_sources`: asset sources (`2 * asset`, `2 * asset + 1`) from bit 0 up, markets
+/// from bit 63 down, so that a venue whose assets and markets have at most 64 sources in all gets one bit per source.
+/// Beyond that sources share bits: a shared bit can only make a row look stale when it is not (it is then rebuilt),
+/// never the other way round.
+#[inline]
+fn source_bit(source: u16) -> u64 {
+    let s = source as usize;
+    if s < 2 * MAX_ASSETS {
+        1 << (s % 64)
+    } else {
+        1 << (63 - (s - 2 * MAX_ASSETS) % 64)
+    }
+}
+
+/// No position on a market of the row's asset.
+const NO_MARKET: u16 = u16::MAX;
+
+/// One spot holder's row in its asset's row array (derived state, not hashed, not journaled): what an update of that
+/// asset's price needs to re-evaluate the holder without reading the sub-account's own blocks.
+///
+/// * The holder's balance in the asset: its native amount and maintenance weight (the price-independent part of
+///   its entry cache).
+/// * Its position on a market of the asset, if any (at most one: a holder with two takes the general path): base,
+///   quote after pending funding, capped maintenance ratio (the position's [`MaintenanceParts`]).
+/// * `rest`: the sum of the contributions of every other entry of the sub-account (entries whose sources are
+///   neither the asset's nor a market on it), and the bits of their sources.
+///
+/// 96 bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HolderRow {
+    /// [`Epochs::last`] when the row was built; 0: the row is not usable (never built, or its sub-account's
+    /// balances or positions changed since).
+    valid_at: Epoch,
+    /// The market of the position kept here, or [`NO_MARKET`].
+    market: u16,
+    /// The balance is a debt (its source is the asset's debts, not its deposits).
+    debt: bool,
+    /// The position's capped maintenance ratio (ratio raw, in `[0, 10^18]`).
+    ratio: u64,
+    /// [`source_bit`] of the source of every entry counted in `rest`.
+    rest_sources: u64,
+    /// The sum of the maintenance contributions of the other entries (quote raw); each of them fits in an `i64`.
+    rest: i64,
+    /// The balance's native amount, and its maintenance weight (ratio raw).
+    amount: i128,
+    weight: i128,
+    /// The position's base, and its quote balance after pending funding (quote raw).
+    base: i128,
+    quote: i128,
+}
+
+const _: () = assert!(std::mem::size_of::<HolderRow>() == 96);
+// With at most this many entries, each of at most `i64` magnitude, no partial sum overflows an `i128`, whatever the
+// order of the additions (see `HolderRows::evaluate`).
+const _: () = assert!(
+    ((MAX_BALANCES_PER_SUB_ACCOUNT + MAX_PERP_POSITIONS_PER_SUB_ACCOUNT) as u128) << 63
+        <= i128::MAX as u128
+);
+
+impl HolderRow {
+    /// A row that is not usable: the holder takes the general path, which builds it.
+    pub(crate) const EMPTY: HolderRow = HolderRow {
+        valid_at: 0,
+        market: NO_MARKET,
+        debt: false,
+        ratio: 0,
+        rest_sources: 0,
+        rest: 0,
+        amount: 0,
+        weight: 0,
+        base: 0,
+        quote: 0,
+    };
+
+    /// Marks the row not usable: its sub-account's balances or positions are changing.
+    #[inline]
+    pub(crate) fn invalidate(&mut self) {
+        self.valid_at = 0;
+    }
+}
+
+/// Is `source` one of `asset`'s own sources: its deposits, its debts, or a market on it?
+#[inline]
+fn own_source(asset: AssetIdx, source: u16, underlying: &[AssetIdx]) -> bool {
+    match (source as usize).checked_sub(2 * MAX_ASSETS) {
+        None => source / 2 == asset,
+        Some(m) => underlying[m] == asset,
+    }
+}
+
+/// One walk over the rows of an asset: the table and the epochs that stamped it, and a memo of which sources other
+/// than the asset's own changed since a given epoch.
+pub(crate) struct HolderRows<'a> {
+    asset: AssetIdx,
+    table: &'a RiskTable,
+    epochs: &'a Epochs,
+    /// Each market's underlying asset.
+    underlying: &'a [AssetIdx],
+    /// The bits of the sources, other than the asset's own, whose full epoch is after `dirty_since`.
+    dirty_since: Epoch,
+    dirty: u64,
+}
+
+impl<'a> HolderRows<'a> {
+    /// A walk over `asset`'s rows under `table`, which `epochs` has stamped (the last table stamped).
+    pub(crate) fn new(
+        asset: AssetIdx,
+        table: &'a RiskTable,
+        epochs: &'a Epochs,
+        underlying: &'a [AssetIdx],
+    ) -> HolderRows<'a> {
+        HolderRows {
+            asset,
+            table,
+            epochs,
+            underlying,
+            dirty_since: NEVER,
+            dirty: 0,
+        }
+    }
+
+    /// The bits of the sources other than the asset's own whose inputs changed after epoch `since`: those whose
+    /// current full epoch was issued after it (epochs are issued in increasing order and never twice).
+    fn dirty_after(&mut self, since: Epoch) -> u64 {
+        if since != self.dirty_since {
+            self.dirty = changed_after(
+                self.asset,
+                since,
+                self.epochs,
+                self.table.assets.len(),
+                self.underlying,
+            );
+            self.dirty_since = since;
+        }
+        self.dirty
+    }
+
+    /// The holder's maintenance health from its row alone, when the row is usable; `None` sends the holder to the
+    /// general path (`maintenance_health` above, through the entry caches), which then rebuilds the row.
+    ///
+    /// **Exact.** The row is used only when (a) it was built (its sub-account's balances and positions have not
+    /// changed since: `Engine::set_balance` and `Engine::set_perp` invalidate every row of the sub-account), (b) the
+    /// partial epochs of the balance's source and of the position's market are not after `valid_at` (so the
+    /// amount, weight and parts are those a fresh computation gives now), and (c) no source of a `rest` entry has a
+    /// full epoch after `valid_at` (so each of those entries contributes what it did then). Then every entry of the
+    /// sub-account succeeds: the rest entries did (only successful contributions are counted), the balance's value
+    /// and the position's at-price step are computed here by the same functions the entry caches use, and any
+    /// failure or fallback of theirs sends the holder to the general path. Every contribution fits in an `i64` and
+    /// there are at most 16, so no partial sum overflows: the general code's checked sum, in its order, is the
+    /// plain sum, whatever order it is taken in here.
+    #[inline]
+    pub(crate) fn evaluate(&mut self, row: &HolderRow) -> Option<Quote> {
+        if row.valid_at == 0 {
+            return None;
+        }
+        let sources = &self.epochs.sources;
+        let balance_source = 2 * self.asset + row.debt as u16;
+        if sources[balance_source as usize].partial > row.valid_at
+            || (row.market != NO_MARKET
+                && sources[market_source(row.market) as usize].partial > row.valid_at)
+            || row.rest_sources & self.dirty_after(row.valid_at) != 0
+        {
+            return None;
+        }
+        let risk = &self.table.assets[self.asset as usize];
+        let price = risk.oracle?.price;
+        let balance = risk
+            .maintenance_value(
+                TokenAmount::from_raw(row.amount),
+                price,
+                Ratio::from_raw(row.weight),
+            )
+            .ok()?;
+        let mut total = row.rest as i128 + i64::try_from(balance.raw()).ok()? as i128;
+        if row.market != NO_MARKET {
+            let market = &self.table.markets[row.market as usize];
+            let parts = MaintenanceParts {
+                quote: row.quote,
+                ratio: Ok(row.ratio as i128),
+            };
+            let position = market
+                .maintenance_at_price(TokenAmount::from_raw(row.base), &parts, market.oracle?)?
+                .ok()?;
+            total += i64::try_from(position.raw()).ok()? as i128;
+        }
+        Some(Quote::from_raw(total))
+    }
+
+    /// The row of `sub`, a spot holder of the asset, right after the general path evaluated it successfully (its
+    /// entry caches hold the current values wherever they can): [`HolderRow::EMPTY`] unless every entry the row
+    /// needs is cached under the current epochs.
+    pub(crate) fn build(&self, sub: &SubAccount) -> HolderRow {
+        let sources = &self.epochs.sources;
+        let n_balances = sub.balances.len();
+        let mut row = HolderRow::EMPTY;
+        let mut has_balance = false;
+        for (i, entry) in sub.maintenance.iter().enumerate() {
+            let current = sources[entry.source as usize];
+            if !own_source(self.asset, entry.source, self.underlying) {
+                if entry.full != current.full {
+                    return HolderRow::EMPTY;
+                }
+                let Some(rest) = row.rest.checked_add(entry.contribution) else {
+                    return HolderRow::EMPTY;
+                };
+                row.rest = rest;
+                row.rest_sources |= source_bit(entry.source);
+            } else if entry.partial != current.partial {
+                return HolderRow::EMPTY;
+            } else if i < n_balances {
+                row.amount = entry.amount;
+                row.weight = entry.part;
+                row.debt = entry.source % 2 == 1;
+                has_balance = true;
+            } else if row.market == NO_MARKET {
+                row.market = entry.source - (2 * MAX_ASSETS) as u16;
+                row.base = entry.amount;
+                row.quote = entry.part;
+                row.ratio = entry.ratio;
+            } else {
+                return HolderRow::EMPTY; // two positions on the asset: the general path
+            }
+        }
+        if !has_balance || self.epochs.last == 0 {
+            return HolderRow::EMPTY;
+        }
+        row.valid_at = self.epochs.last;
+        row
+    }
+}
+
+/// The bits of the sources, other than `asset`'s own, of the first `n_assets` assets and of the markets, whose full
+/// epoch is after `since`.
+fn changed_after(
+    asset: AssetIdx,
+    since: Epoch,
+    epochs: &Epochs,
+    n_assets: usize,
+    underlying: &[AssetIdx],
+) -> u64 {
+    let asset_sources = 0..2 * n_assets as u16;
+    let market_sources = (0..underlying.len() as MarketIdx).map(market_source);
+    asset_sources
+        .chain(market_sources)
+        .filter(|&s| !own_source(asset, s, underlying) && epochs.sources[s as usize].full > since)
+        .fold(0, |bits, s| bits | source_bit(s))
+}
+
+/// Checks the row of `sub` (a spot holder of `asset`): if it is usable under the current epochs (the conditions of
+/// [`HolderRows::evaluate`]), everything it holds equals a fresh computation under the inputs the epochs name.
+pub(crate) fn check_row(
+    sub: &SubAccount,
+    asset: AssetIdx,
+    row: &HolderRow,
+    epochs: &Epochs,
+    underlying: &[AssetIdx],
+) -> Result<(), String> {
+    if row.valid_at == 0 {
+        return Ok(());
+    }
+    if row.valid_at > epochs.last {
+        return Err("row: epoch not yet issued".to_string());
+    }
+    let own_balance = 2 * asset + row.debt as u16;
+    let stale = epochs.sources[own_balance as usize].partial > row.valid_at
+        || (row.market != NO_MARKET
+            && epochs.sources[market_source(row.market) as usize].partial > row.valid_at)
+        || row.rest_sources
+            & changed_after(asset, row.valid_at, epochs, epochs.assets.len(), underlying)
+            != 0;
+    if stale {
+        return Ok(()); // never used again: the next walk rebuilds it
+    }
+    let mut rest = 0i128;
+    let mut market = NO_MARKET;
+    for b in &sub.balances {
+        let risk = epochs
+            .assets
+            .get(b.asset as usize)
+            .ok_or("row: asset never stamped")?;
+        let amount = balance_amount(b.scaled, risk).map_err(|e| format!("row: {e}"))?;
+        if b.asset == asset {
+            let weight = risk
+                .maintenance_weight(amount)
+                .map_err(|e| format!("row: {e}"))?;
+            if (b.scaled < 0) != row.debt
+                || (amount.raw(), weight.raw()) != (row.amount, row.weight)
+            {
+                return Err(format!(
+                    "row: balance ({}, {}) != fresh ({amount}, {weight})",
+                    row.amount, row.weight
+                ));
+            }
+        } else {
+            let c = risk
+                .maintenance_contribution(amount)
+                .map_err(|e| format!("row: {e}"))?;
+            if row.rest_sources & source_bit(balance_source(b.asset, b.scaled)) == 0 {
+                return Err(format!("row: source of asset {} not in the rest", b.asset));
+            }
+            rest += c.raw();
+        }
+    }
+    for p in &sub.perps {
+        let risk = epochs
+            .markets
+            .get(p.market as usize)
+            .ok_or("row: market never stamped")?;
+        if underlying[p.market as usize] == asset {
+            let parts = risk.maintenance_parts(p);
+            let expected = MaintenanceParts {
+                quote: row.quote,
+                ratio: Ok(row.ratio as i128),
+            };
+            if market != NO_MARKET
+                || p.market != row.market
+                || p.base.raw() != row.base
+                || parts != Some(expected)
+            {
+                return Err(format!("row: position in market {} differs", p.market));
+            }
+            market = p.market;
+        } else {
+            let c = risk
+                .maintenance_contribution(p)
+                .map_err(|e| format!("row: {e}"))?;
+            if row.rest_sources & source_bit(market_source(p.market)) == 0 {
+                return Err(format!("row: market {} not in the rest", p.market));
+            }
+            rest += c.raw();
+        }
+    }
+    if market != row.market {
+        return Err("row: position missing".to_string());
+    }
+    if rest != row.rest as i128 {
+        return Err(format!("row: rest {} != fresh {rest}", row.rest));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::command::{Command, CommandKind, MarginSpec};
@@ -513,6 +873,112 @@ mod tests {
             last = e.epochs.last;
         }
         assert!(restarts >= 2, "{restarts} restarts");
+        e.check_invariants().unwrap();
+    }
+
+    /// Holder rows are used, stay exact and are rebuilt when they must be: spot holders of BTC with and without a
+    /// BTC-PERP position, a debt whose index moves every second, a holder of BTC-PERP without BTC, and between the
+    /// BTC updates fills, deposits and ETH prices that change other entries. Debug builds compare every row
+    /// evaluation with the uncached function, and `check_invariants` checks every usable row after each command.
+    #[test]
+    fn holder_rows_are_used_and_stay_exact() {
+        use crate::command::Side;
+        let text = include_str!("../../../examples/protocol.toml");
+        let mut e = Engine::new(ProtocolConfig::from_toml("protocol.toml", text).unwrap(), 0);
+        let apply = |e: &mut Engine, t: u64, kind: CommandKind| {
+            e.apply(&Command { timestamp: t, kind })
+                .unwrap_or_else(|r| panic!("{r}"))
+        };
+        let price = |asset: &str, p: &str, t: u64| CommandKind::OraclePrice {
+            asset: asset.into(),
+            price: p.parse::<Price>().unwrap(),
+            confidence: Price::ZERO,
+            publish_time: t,
+        };
+        let deposit = |id: u32, asset: &str, amount: &str| CommandKind::Deposit {
+            sub_account: id,
+            asset: asset.into(),
+            amount: amount.parse().unwrap(),
+        };
+        let fill = |market: &str, taker: u32, maker: u32, side: Side, size: &str, p: &str| {
+            CommandKind::PerpFill {
+                market: market.into(),
+                taker,
+                maker,
+                side,
+                size: size.parse().unwrap(),
+                price: p.parse().unwrap(),
+            }
+        };
+        let mut t = 0;
+        for (asset, p) in [("USDC", "1"), ("BTC", "60000"), ("ETH", "3000")] {
+            apply(&mut e, t, price(asset, p, t));
+        }
+        for owner in 1..=4 {
+            apply(&mut e, t, CommandKind::CreateAccount { owner });
+            apply(
+                &mut e,
+                t,
+                CommandKind::OpenSubAccount {
+                    owner,
+                    margin: MarginSpec::Cross,
+                },
+            );
+        }
+        for (id, asset, amount) in [
+            (0, "USDC", "20000"),
+            (0, "BTC", "0.5"),
+            (1, "USDC", "20000"),
+            (1, "BTC", "0.2"),
+            (2, "BTC", "1"),
+            (3, "USDC", "30000"),
+        ] {
+            apply(&mut e, t, deposit(id, asset, amount));
+        }
+        apply(
+            &mut e,
+            t,
+            CommandKind::Withdraw {
+                sub_account: 2,
+                asset: "USDC".into(),
+                amount: "5000".parse().unwrap(),
+                reduce_only: false,
+            },
+        );
+        apply(&mut e, t, fill("BTC-PERP", 0, 1, Side::Buy, "0.3", "60000"));
+        apply(&mut e, t, fill("ETH-PERP", 0, 1, Side::Sell, "2", "3000"));
+        apply(&mut e, t, fill("BTC-PERP", 3, 1, Side::Buy, "0.1", "60000"));
+        let btc = e.asset_index("BTC").unwrap();
+        let mut used = 0;
+        for i in 0..40u64 {
+            t += 1;
+            let p = ["52000", "61000", "58000"][i as usize % 3];
+            apply(&mut e, t, price("BTC", p, t));
+            // Right after an update every BTC holder's row has been built; all but the debtor's (its USDC debt's
+            // index moves every second) are usable until something changes.
+            let table = e.all_risks(t).unwrap();
+            let mut rows = super::HolderRows::new(btc, &table, &e.epochs, &e.market_underlying);
+            for (slot, &id) in e.holders[btc as usize].iter().enumerate() {
+                let row = &e.holder_rows[btc as usize][slot];
+                assert!(row.valid_at != 0, "sub-account {id}: row built");
+                used += rows.evaluate(row).is_some() as u32;
+            }
+            match i % 5 {
+                1 => drop(apply(&mut e, t, deposit(0, "USDC", "10"))),
+                2 => drop(apply(
+                    &mut e,
+                    t,
+                    price("ETH", ["2900", "3100"][i as usize % 2], t),
+                )),
+                3 => drop(apply(
+                    &mut e,
+                    t,
+                    fill("ETH-PERP", 1, 0, Side::Sell, "0.1", "3000"),
+                )),
+                _ => {}
+            }
+        }
+        assert!(used >= 40, "rows used {used} times");
         e.check_invariants().unwrap();
     }
 }
