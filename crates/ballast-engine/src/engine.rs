@@ -1149,7 +1149,9 @@ impl Engine {
         let native = self.native(asset, amount)?;
         let sub = self.sub_account(id)?;
         self.check_may_hold(sub, id, asset)?;
-        self.refuse_if_paused(asset, now_s, &format!("withdraw of {amount} {symbol}"))?;
+        let action = format!("withdraw of {amount} {symbol}");
+        self.refuse_if_paused(asset, now_s, &action)?;
+        self.refuse_if_market_paused(id, now_s, &action)?;
         let config = &self.assets[asset as usize];
         let mut pool = self.pools[asset as usize].clone();
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;
@@ -2554,6 +2556,27 @@ impl Engine {
     /// Native tokens an asset's insurance fund holds (its deposit in the pool), rounded down.
     fn insurance_value(pool: &Pool) -> NumResult<TokenAmount> {
         pool.deposit_native(pool.insurance_scaled)
+    }
+
+    /// Refuses a withdrawal by a sub-account holding a position in a market whose withdrawals are paused after a
+    /// deleveraging.
+    fn refuse_if_market_paused(
+        &self,
+        id: SubAccountId,
+        now_s: u64,
+        action: &str,
+    ) -> Result<(), Rejection> {
+        for p in &self.sub_accounts[id as usize].perps {
+            let until = self.markets[p.market as usize].withdrawals_paused_until_s;
+            if now_s < until {
+                let symbol = &self.market_configs[p.market as usize].symbol;
+                return Err(reject(
+                    "withdrawals_paused",
+                    format!("{action}: sub-account {id} holds a {symbol} position, and that market's withdrawals are paused until {until} after a deleveraging"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn refuse_if_paused(&self, asset: AssetIdx, now_s: u64, action: &str) -> Result<(), Rejection> {

@@ -94,6 +94,7 @@ impl Engine {
             e.i128(market.claims_written_off.raw());
             e.i128(market.insurance_paid.raw());
             e.i128(market.socialized_loss.raw());
+            e.u64(market.withdrawals_paused_until_s);
             e.bool(market.reduce_only);
             e.bool(market.paused);
             e.i128(market.multiplier_from.raw());

@@ -323,6 +323,8 @@ pub struct Market {
     pub claims_written_off: Quote,
     pub insurance_paid: Quote,
     pub socialized_loss: Quote,
+    /// After a deleveraging in this market, sub-accounts holding a position in it may not withdraw until then.
+    pub withdrawals_paused_until_s: u64,
     pub reduce_only: bool,
     pub paused: bool,
     /// Margin multiplier being phased in: `from` at `phase_start_s`, `to` at `phase_start_s + phase_s`.
@@ -346,6 +348,7 @@ impl Market {
             claims_written_off: Quote::ZERO,
             insurance_paid: Quote::ZERO,
             socialized_loss: Quote::ZERO,
+            withdrawals_paused_until_s: 0,
             reduce_only: false,
             paused: false,
             multiplier_from: Ratio::ONE,

@@ -233,15 +233,22 @@ fn a_flat_deficit_cuts_the_ranked_winners_profit() {
     v.engine.check_invariants().unwrap();
 }
 
-/// ADL's losses fall on the deleveraged positions, not on the quote asset's depositors: their withdrawals stay open.
+/// A deleveraging pauses the market, not the quote asset's pool: for `socialized_loss_withdrawal_pause_s`, no
+/// sub-account holding a position in it may withdraw, while the USDC lenders, who lost nothing, may.
 #[test]
-fn a_deleveraging_does_not_pause_quote_asset_withdrawals() {
-    let (mut v, a, [_, b2, _]) = three_shorts(flat_config());
+fn a_deleveraging_pauses_withdrawals_of_the_markets_traders_only() {
+    let (mut v, a, [b1, _, _]) = three_shorts(flat_config());
     v.ok(CommandKind::ResolveBankruptcy { target: a });
     assert_eq!(v.engine.pool(0).withdrawals_paused_until_s, 0);
     v.t += 1;
     v.price("USDC", "1");
-    v.withdraw(b2, "USDC", "1").unwrap();
+    // The lender (sub-account 0) holds no position: free to go. B1 still holds a closed BTC-PERP position.
+    v.withdraw(0, "USDC", "1").unwrap();
+    let r = v.withdraw(b1, "USDC", "1").unwrap_err();
+    assert_eq!(r.code, "withdrawals_paused", "{r}");
+    v.t += 86_400;
+    v.price("USDC", "1");
+    v.withdraw(b1, "USDC", "1").unwrap();
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //!  "insurance_stakes":[{"sub_account","asset","shares","unstake_shares","unstake_requested_s"}],
 //!  "markets":[{"symbol","underlying","oracle_price","open_interest","funding_index","fees_collected",
 //!              "insurance_collected","claims_written_off","insurance_paid","socialized_loss",
+//!              "withdrawals_paused_until",
 //!              "reduce_only","paused","margin_multiplier"}],
 //!  "counterparty_pool":null | {"sub_account","total_shares","value","providers":[{"sub_account","shares"}]},
 //!  "treasury":{SYMBOL:AMOUNT},"state_hash":"<hex>"}
@@ -181,6 +182,8 @@ struct MarketSummary {
     claims_written_off: Quote,
     insurance_paid: Quote,
     socialized_loss: Quote,
+    /// After a deleveraging, its traders may not withdraw until this time (0: never paused).
+    withdrawals_paused_until: u64,
     reduce_only: bool,
     paused: bool,
     /// The margin multiplier in force at `now` (phased in linearly by `set_market_risk`).
@@ -313,6 +316,7 @@ impl Summary {
                 claims_written_off: state.claims_written_off,
                 insurance_paid: state.insurance_paid,
                 socialized_loss: state.socialized_loss,
+                withdrawals_paused_until: state.withdrawals_paused_until_s,
                 reduce_only: state.reduce_only,
                 paused: state.paused,
                 margin_multiplier: state.margin_multiplier(engine.now_s()).map_err(context)?,
@@ -462,11 +466,13 @@ mod tests {
                 r#"[{"symbol":"BTC-PERP","underlying":"BTC","oracle_price":null,"open_interest":"0","#,
                 r#""funding_index":"0","fees_collected":"0","insurance_collected":"0","#,
                 r#""claims_written_off":"0","insurance_paid":"0","socialized_loss":"0","#,
+                r#""withdrawals_paused_until":0,"#,
                 r#""reduce_only":false,"paused":false,"#,
                 r#""margin_multiplier":"1"},"#,
                 r#"{"symbol":"ETH-PERP","underlying":"ETH","oracle_price":"3000","open_interest":"0.25","#,
                 r#""funding_index":"0","fees_collected":"0.525","insurance_collected":"0","#,
                 r#""claims_written_off":"0","insurance_paid":"0","socialized_loss":"0","#,
+                r#""withdrawals_paused_until":0,"#,
                 r#""reduce_only":false,"paused":false,"#,
                 r#""margin_multiplier":"1"}"#
             )),

@@ -643,6 +643,7 @@ fn run_example_trades_perps_and_summarizes_positions_and_markets() {
             "claims_written_off": "0",
             "insurance_paid": "0",
             "socialized_loss": "0",
+            "withdrawals_paused_until": 0,
             "reduce_only": false,
             "paused": false,
             "margin_multiplier": "1"
@@ -784,6 +785,8 @@ fn run_summary_shows_each_markets_loss_ledger() {
     ] {
         assert_eq!(btc[field], value, "{field}{out}");
     }
+    // The deleveraging pauses the market's traders' withdrawals for a day (socialized_loss_withdrawal_pause_s).
+    assert_eq!(btc["withdrawals_paused_until"], 1700000006 + 86400, "{out}");
     // The stake remains, its fund spent; no pool was opened.
     assert_eq!(
         summary["insurance_stakes"],

@@ -414,6 +414,7 @@ impl Engine {
             ));
         }
         self.refuse_if_paused(quote, now_s, "pool withdrawal")?;
+        self.refuse_if_market_paused(pool_id, now_s, "pool withdrawal")?;
         let value = self.pool_value(now_s, Valuation::ProfitHaircut, Guard::NewRisk)?;
         let owed = ballast_num::mul_div(
             units,

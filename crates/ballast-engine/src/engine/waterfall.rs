@@ -30,8 +30,9 @@
 //! 2. **Each debt, in asset order** (the lending waterfall): that asset's insurance fund pays up to its tier's cap,
 //!    and the rest is written off against the pool's depositors by a supply-index haircut.
 //!
-//! A supply-index haircut pauses that pool's withdrawals and borrows for `socialized_loss_withdrawal_pause_s`; ADL
-//! pauses nothing (its losses fall on the deleveraged positions, not on any pool's depositors). Every unit lands in
+//! A supply-index haircut pauses that pool's withdrawals and borrows for `socialized_loss_withdrawal_pause_s`. ADL
+//! pauses the market instead: for as long, no sub-account holding a position in it may withdraw (its losses fall
+//! on the market's positions, not on any pool's depositors, so the quote asset's lenders stay free to leave). Every unit lands in
 //! a ledger: per market `claims_written_off`, `insurance_paid` and `socialized_loss`; per pool `bad_debt_covered`
 //! and `socialized_loss`.
 //!
@@ -534,8 +535,12 @@ impl Engine {
         market.claims_written_off = market.claims_written_off.checked_add(out.from_claims)?;
         market.insurance_paid = market.insurance_paid.checked_add(out.insurance_paid)?;
         market.socialized_loss = market.socialized_loss.checked_add(out.socialized)?;
-        // No pause here: ADL's losses fall on the deleveraged positions, not on the quote asset's depositors, whose
-        // withdrawals stay open (a haircut of a pool pauses that pool's withdrawals, in `resolve_debts`).
+        // ADL's losses fall on the market's positions, not on the quote asset's depositors: the pause is the
+        // market's, for the sub-accounts exposed to it (a haircut of a pool pauses that pool, in `resolve_debts`).
+        if out.socialized.is_positive() {
+            market.withdrawals_paused_until_s =
+                now_s + self.protocol.socialized_loss_withdrawal_pause_s;
+        }
         self.commit_pool(quote_asset, pool);
         self.commit_market(m, market);
         self.commit_perp(target, m, None);
