@@ -1246,6 +1246,8 @@ impl Engine {
             ));
         }
         self.check_may_hold(target, to, asset)?;
+        // A paused market's trader cannot move collateral to a sibling and withdraw it from there.
+        self.refuse_if_market_paused(from, now_s, &format!("transfer of {amount} {symbol}"))?;
         let config = &self.assets[asset as usize];
         let mut pool = self.pools[asset as usize].clone();
         pool.accrue(now_s, &config.interest, config.reserve_factor)?;

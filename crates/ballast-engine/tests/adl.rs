@@ -246,6 +246,15 @@ fn a_deleveraging_pauses_withdrawals_of_the_markets_traders_only() {
     v.withdraw(0, "USDC", "1").unwrap();
     let r = v.withdraw(b1, "USDC", "1").unwrap_err();
     assert_eq!(r.code, "withdrawals_paused", "{r}");
+    // Nor can it move the collateral to a sibling sub-account and withdraw it from there.
+    let sibling = v.sub(2, MarginSpec::Cross);
+    let r = v.rejected(CommandKind::Transfer {
+        from: b1,
+        to: sibling,
+        asset: "USDC".into(),
+        amount: qty("1"),
+    });
+    assert_eq!(r.code, "withdrawals_paused", "{r}");
     v.t += 86_400;
     v.price("USDC", "1");
     v.withdraw(b1, "USDC", "1").unwrap();
