@@ -327,10 +327,10 @@ fn the_waterfall_order_is_validated() {
 }
 
 /// A sub-account can be insolvent while one of its closed positions is still owed profit (its market's losers have
-/// not settled). Resolving it forfeits that claim to the insurance fund's claim in the market, and the fund may pay
-/// that much more of the deficit at once, beyond its tier cap.
+/// not settled). Resolving it forfeits that claim to the insurance fund's claim in the market. The fund advances
+/// nothing against it: the market's next bankruptcy writes such a claim off first.
 #[test]
-fn an_insolvent_sub_accounts_unsettled_profit_goes_to_the_insurance_fund_which_advances_it() {
+fn an_insolvent_sub_accounts_unsettled_profit_goes_to_the_insurance_funds_claim() {
     let (mut v, a, c) = {
         let mut v = Venue::new(flat_config_with(|f| {
             f.perp_tier[0].insurance_cap_per_bankruptcy = "100".parse().unwrap();
@@ -392,12 +392,12 @@ fn an_insolvent_sub_accounts_unsettled_profit_goes_to_the_insurance_fund_which_a
     else {
         panic!("{events:?}")
     };
-    // BTC-PERP: -60,030 + 10,000 + 45,000 = -5,030. Claims 42; the fund pays B its cap (100) plus the advance
-    // (1,969); the rest is deleveraged.
+    // BTC-PERP: -60,030 + 10,000 + 45,000 = -5,030. Claims 42; the fund pays B its cap (100); the rest is
+    // deleveraged.
     assert_eq!(*deficit, quote("5030"));
     assert_eq!(*from_venue_claims, quote("42"));
-    assert_eq!(*covered_by_insurance, qty("2069"));
-    assert_eq!(*socialized, quote("2919"));
+    assert_eq!(*covered_by_insurance, qty("100"));
+    assert_eq!(*socialized, quote("4888"));
     // The claim now belongs to the insurance fund, collected when C settles with the venue.
     assert_eq!(v.engine.markets()[1].insurance_collected, eth_claim);
     assert!(v.engine.sub_accounts()[a as usize].perps.is_empty());

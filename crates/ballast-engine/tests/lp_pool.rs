@@ -80,7 +80,9 @@ fn a_pool_trade_fills_at_the_oracle_price_moved_by_size_dependent_impact() {
         (*maker, *taker_fee, *maker_fee),
         (pool, quote("150.195045"), quote("0"))
     );
-    // Selling 10 takes the traders from 5 long to 5 short: the mean is flat, so no impact, only the confidence.
+    // Selling 10 takes the traders from 5 long to 5 short: the first 5 bring the pool back to flat and pay no
+    // impact; the next 5 pay for their mean of 2.5 BTC, so the trade pays for 1.25 BTC on average: 75,000 USD over
+    // 500,000,000 is 0.00015, under the oracle less its confidence: 59,940 * (1 - 0.00015).
     let events = trade(&mut v, trader, Side::Sell, "10").unwrap();
     let Event::PoolTraded {
         impact, price: p, ..
@@ -88,7 +90,10 @@ fn a_pool_trade_fills_at_the_oracle_price_moved_by_size_dependent_impact() {
     else {
         panic!("{events:?}")
     };
-    assert_eq!((*impact, *p), ("0".parse().unwrap(), price("59940")));
+    assert_eq!(
+        (*impact, *p),
+        ("0.00015".parse().unwrap(), price("59931.009"))
+    );
     let pool_position = v.engine.sub_accounts()[pool as usize].perps[0];
     assert_eq!(pool_position.base.raw(), 5 * 100_000_000);
     v.engine.check_invariants().unwrap();

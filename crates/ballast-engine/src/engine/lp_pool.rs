@@ -22,8 +22,9 @@
 //!   against the trader by the price impact `min(skew / impact_depth, max_impact)` (`[market.pool]`), rounded
 //!   against the trader. `skew` is the traders' mean net position against the pool over the trade, valued at the
 //!   oracle: the trade takes it from `x0` (the traders' side in the trade's direction: minus the pool's base for a
-//!   buy, plus it for a sell) to `x0 + size`, and pays for `x0 + size / 2`, or nothing when that is negative (a
-//!   trade back toward flat pays no impact and earns no rebate). So splitting a trade saves nothing, and a trader who
+//!   buy, plus it for a sell) to `x0 + size`, and pays for the mean of its positive part,
+//!   `(max(x1, 0)^2 - max(x0, 0)^2) / (2 * size)` (a trade back toward flat pays no impact and earns no rebate; one
+//!   that crosses flat pays for the part beyond it). So splitting a trade saves nothing, and a trader who
 //!   knows where the next print lands within the confidence band gains nothing from the pool. The trader pays the
 //!   market's taker fee, the pool no fee. The oracle price must be usable for new risk.
 //! - **Exposure.** A trade that grows the pool's net position in a market, or flips its side, is refused if the
@@ -518,10 +519,18 @@ impl Engine {
             Side::Sell => Some(pool_base),
         }
         .ok_or_else(|| reject("arithmetic", "pool position overflow"))?;
-        let mean = x0
-            .checked_add(base.raw() / 2)
+        // The mean of the positive part of the traders' side over the trade, from `x0` to `x1 = x0 + base`:
+        // `(max(x1, 0)^2 - max(x0, 0)^2) / (2 * base)`, rounded up, so crossing flat pays for the part beyond it.
+        let x1 = x0
+            .checked_add(base.raw())
             .ok_or_else(|| reject("arithmetic", "pool position overflow"))?;
-        let skew = oracle.value_ceil(TokenAmount::from_raw(mean.max(0)), decimals)?;
+        let (p0, p1) = (x0.max(0), x1.max(0));
+        let twice = base
+            .raw()
+            .checked_mul(2)
+            .ok_or_else(|| reject("arithmetic", "pool trade size overflow"))?;
+        let mean = ballast_num::mul_div(p1 - p0, p1 + p0, twice, Rounding::Ceil)?;
+        let skew = oracle.value_ceil(TokenAmount::from_raw(mean), decimals)?;
         let impact =
             Ratio::from_fraction(skew.raw(), pool_config.impact_depth.raw(), Rounding::Ceil)?
                 .min(pool_config.max_impact);

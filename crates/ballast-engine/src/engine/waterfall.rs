@@ -6,8 +6,9 @@
 //! sub-account are swept into their asset's insurance fund. A closed position still owed profit
 //! by its market's losers is a claim: if the sub-account is insolvent with it (equity at oracle prices below zero),
 //! the claim is **forfeited to the insurance fund's claim** in its market (`insurance_collected`, which
-//! `settle_venue_claims` later collects), and in exchange the fund may pay that much more of the deficits below,
-//! beyond its tier cap; a sub-account whose claims make it solvent is refused (settle its PnL). The command then
+//! `settle_venue_claims` later collects); the fund advances nothing against it (the market's next bankruptcy
+//! writes such claims off first). A sub-account whose claims make it solvent is refused (settle its PnL). Every
+//! valuation here needs prices a liquidation could use. The command then
 //! resolves, in this order:
 //!
 //! 1. **Each perp position, in market order.** Its deficit is its negative value at the oracle. The steps of
@@ -91,6 +92,11 @@ impl Engine {
         // all); an insolvent sub-account's dust is swept into its asset's insurance fund below, which is paying for
         // its deficit, rather than keep the debts alive.
         let mut dust = Vec::new();
+        // Every valuation below needs prices a liquidation could use: a stale or uncertain print must not make real
+        // collateral look like dust, or a solvent sub-account look insolvent.
+        for b in &sub.balances {
+            self.usable_price(b.asset, now_s, Guard::Liquidation, "resolving a bankruptcy")?;
+        }
         for b in sub.balances.iter().filter(|b| b.scaled > 0) {
             let risk = self.asset_risk(b.asset, now_s)?;
             let worthless = match risk.oracle {
@@ -186,14 +192,13 @@ impl Engine {
             });
         }
         // The insolvent estate's claims go to the insurance fund's claim in their markets (collected later by
-        // settle_venue_claims); in exchange the fund may pay that much more of the deficits now, beyond its cap.
-        let mut advance = Quote::ZERO;
+        // settle_venue_claims). The fund advances nothing against them: such a claim is the first written off by
+        // the market's next bankruptcy, so it backs nothing the fund could pay now.
         for (m, claim) in claims {
             let (mut market, _) = self.accrued_market(m, now_s)?;
             market.insurance_collected = market.insurance_collected.checked_add(claim)?;
             self.commit_market(m, market);
             self.commit_perp(target, m, None);
-            advance = advance.checked_add(claim)?;
             events.push(Event::PerpClaimForfeited {
                 target,
                 market: self.market_configs[m as usize].symbol.clone(),
@@ -201,7 +206,7 @@ impl Engine {
             });
         }
         for m in deficits {
-            self.resolve_perp_position(now_s, target, m, &mut advance, &mut events, &mut touched)?;
+            self.resolve_perp_position(now_s, target, m, &mut events, &mut touched)?;
         }
         self.resolve_debts(now_s, target, &mut events)?;
         touched.sort_unstable();
@@ -334,7 +339,6 @@ impl Engine {
         now_s: u64,
         target: SubAccountId,
         m: MarketIdx,
-        advance: &mut Quote,
         events: &mut Vec<Event>,
         touched_ids: &mut Vec<SubAccountId>,
     ) -> Result<(), Rejection> {
@@ -397,8 +401,7 @@ impl Engine {
                 }
                 WaterfallStep::Insurance => {
                     let fund = self.tokens_worth_floor(Self::insurance_value(&pool)?)?;
-                    let allowed = insurance_cap.checked_add(*advance)?;
-                    let mut budget = remaining.min(allowed).min(fund);
+                    let mut budget = remaining.min(insurance_cap).min(fund);
                     // Lowest-ranked winners first: what the fund does not cover is deleveraged, and that should fall
                     // on the most profitable, most levered positions, as without a fund.
                     for c in ranked.iter_mut().rev() {
@@ -441,12 +444,6 @@ impl Engine {
                     }
                     pool.bad_debt_covered =
                         pool.bad_debt_covered.checked_add(out.insurance_tokens)?;
-                    // What the fund paid beyond its cap came out of the advance against the forfeited claims.
-                    let beyond_cap = out
-                        .insurance_paid
-                        .checked_sub(insurance_cap)?
-                        .max(Quote::ZERO);
-                    *advance = advance.checked_sub(beyond_cap)?;
                 }
                 WaterfallStep::Socialize => {
                     if tp.base.is_zero() {
