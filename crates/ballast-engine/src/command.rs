@@ -372,6 +372,13 @@ pub enum Event {
         asset: String,
         amount: TokenQuantity,
     },
+    /// An insolvent sub-account's insurance stake or counterparty-pool shares were burned: their value stays with
+    /// the fund's or the pool's other holders.
+    SharesForfeited {
+        target: SubAccountId,
+        fund: String,
+        shares: TokenQuantity,
+    },
     /// An insolvent sub-account's closed, profitable position (a claim on its market's losers) went to the
     /// insurance fund's claim in that market; the fund may pay as much more of the sub-account's deficits.
     PerpClaimForfeited {

@@ -134,6 +134,8 @@ pub struct Engine {
     /// The counterparty liquidity pool, and its liquidity providers' shares by sub-account.
     pub(crate) lp: LpPool,
     pub(crate) lp_shares: BTreeMap<SubAccountId, i128>,
+    /// Sub-accounts that held a position in a market when it deleveraged may not withdraw until then (seconds).
+    pub(crate) withdrawal_pauses: BTreeMap<SubAccountId, u64>,
     /// Sequencer time of the last applied command, seconds.
     pub(crate) now_s: u64,
     /// Commands applied so far.
@@ -163,6 +165,7 @@ struct Journal {
     stakes: Vec<(SubAccountId, AssetIdx, Option<Stake>)>,
     lp: Option<LpPool>,
     lp_shares: Vec<(SubAccountId, Option<i128>)>,
+    withdrawal_pauses: Vec<(SubAccountId, Option<u64>)>,
 }
 
 /// Virtual shares and native units added to every insurance fund when pricing its shares (see `stake_insurance`).
@@ -241,6 +244,7 @@ impl Engine {
             stakes: BTreeMap::new(),
             lp: LpPool::default(),
             lp_shares: BTreeMap::new(),
+            withdrawal_pauses: BTreeMap::new(),
         };
         for asset in config.assets {
             engine.push_asset(asset);
@@ -369,6 +373,12 @@ impl Engine {
             match shares {
                 Some(s) => self.lp_shares.insert(id, s),
                 None => self.lp_shares.remove(&id),
+            };
+        }
+        for (id, until) in journal.withdrawal_pauses.into_iter().rev() {
+            match until {
+                Some(u) => self.withdrawal_pauses.insert(id, u),
+                None => self.withdrawal_pauses.remove(&id),
             };
         }
         #[cfg(debug_assertions)]
@@ -2560,25 +2570,29 @@ impl Engine {
         pool.deposit_native(pool.insurance_scaled)
     }
 
-    /// Refuses a withdrawal by a sub-account holding a position in a market whose withdrawals are paused after a
-    /// deleveraging.
+    /// Pauses a sub-account's withdrawals until `until_s` (never shortening a pause already running).
+    fn commit_withdrawal_pause(&mut self, id: SubAccountId, until_s: u64) {
+        let old = self.withdrawal_pauses.get(&id).copied();
+        self.journal.withdrawal_pauses.push((id, old));
+        self.withdrawal_pauses
+            .insert(id, old.unwrap_or(0).max(until_s));
+    }
+
+    /// Refuses a withdrawal (or a transfer out) by a sub-account that held a position in a market when it
+    /// deleveraged, until its pause ends, whatever it has done with the position since.
     fn refuse_if_market_paused(
         &self,
         id: SubAccountId,
         now_s: u64,
         action: &str,
     ) -> Result<(), Rejection> {
-        for p in &self.sub_accounts[id as usize].perps {
-            let until = self.markets[p.market as usize].withdrawals_paused_until_s;
-            if now_s < until {
-                let symbol = &self.market_configs[p.market as usize].symbol;
-                return Err(reject(
-                    "withdrawals_paused",
-                    format!("{action}: sub-account {id} holds a {symbol} position, and that market's withdrawals are paused until {until} after a deleveraging"),
-                ));
-            }
+        match self.withdrawal_pauses.get(&id) {
+            Some(&until) if now_s < until => Err(reject(
+                "withdrawals_paused",
+                format!("{action}: sub-account {id} held a position in a market that deleveraged; its withdrawals are paused until {until}"),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn refuse_if_paused(&self, asset: AssetIdx, now_s: u64, action: &str) -> Result<(), Rejection> {

@@ -123,6 +123,11 @@ impl Engine {
             e.u64(*id as u64);
             e.i128(*shares);
         }
+        e.u64(self.withdrawal_pauses.len() as u64);
+        for (id, until) in &self.withdrawal_pauses {
+            e.u64(*id as u64);
+            e.u64(*until);
+        }
         e.u64(self.liquidators.len() as u64);
         for id in &self.liquidators {
             e.u64(*id as u64);

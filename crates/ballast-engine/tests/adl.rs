@@ -234,10 +234,11 @@ fn a_flat_deficit_cuts_the_ranked_winners_profit() {
 }
 
 /// A deleveraging pauses the market, not the quote asset's pool: for `socialized_loss_withdrawal_pause_s`, no
-/// sub-account holding a position in it may withdraw, while the USDC lenders, who lost nothing, may.
+/// sub-account that held a position in it at that moment may withdraw (whatever it does with the position), while
+/// the USDC lenders, who lost nothing, may.
 #[test]
 fn a_deleveraging_pauses_withdrawals_of_the_markets_traders_only() {
-    let (mut v, a, [b1, _, _]) = three_shorts(flat_config());
+    let (mut v, a, [b1, b2, _]) = three_shorts(flat_config());
     v.ok(CommandKind::ResolveBankruptcy { target: a });
     assert_eq!(v.engine.pool(0).withdrawals_paused_until_s, 0);
     v.t += 1;
@@ -255,6 +256,16 @@ fn a_deleveraging_pauses_withdrawals_of_the_markets_traders_only() {
         amount: qty("1"),
     });
     assert_eq!(r.code, "withdrawals_paused", "{r}");
+    // Settling its closed position does not lift the pause.
+    v.ok(CommandKind::SettlePnl {
+        market: "BTC-PERP".into(),
+        winner: b2,
+        loser: b1,
+    });
+    assert_eq!(
+        v.withdraw(b1, "USDC", "1").unwrap_err().code,
+        "withdrawals_paused"
+    );
     v.t += 86_400;
     v.price("USDC", "1");
     v.withdraw(b1, "USDC", "1").unwrap();

@@ -200,3 +200,45 @@ fn the_pool_does_not_take_over_a_position_beyond_its_exposure_bound() {
     let r = v.rejected(CommandKind::PoolLiquidate { target: a });
     assert_eq!(r.code, "pool_exposure", "{r}");
 }
+
+/// A speck of insurance stake no longer keeps a bad debt unresolved: an insolvent sub-account's stake (worth less
+/// than its deficit) is burned by the resolution, its value left with the fund's other stakers. Review finding
+/// (third review) 3.
+#[test]
+fn a_micro_stake_does_not_block_a_bankruptcy() {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let lender = v.sub(1, MarginSpec::Cross);
+    let borrower = v.sub(2, MarginSpec::Cross);
+    let liquidator = v.sub(3, MarginSpec::Cross);
+    v.deposit(lender, "USDC", "1000000");
+    v.deposit(liquidator, "USDC", "100000");
+    v.ok(CommandKind::RegisterLiquidator {
+        sub_account: liquidator,
+    });
+    v.deposit(borrower, "BTC", "1");
+    v.deposit(borrower, "USDC", "1");
+    v.ok(CommandKind::StakeInsurance {
+        sub_account: borrower,
+        asset: "USDC".into(),
+        amount: qty("0.000001"),
+    });
+    v.withdraw(borrower, "USDC", "48000").unwrap();
+    v.t += 1;
+    v.price("USDC", "1");
+    v.price("BTC", "30000");
+    v.ok(CommandKind::Liquidate {
+        liquidator,
+        target: borrower,
+    });
+    let events = v.ok(CommandKind::ResolveBankruptcy { target: borrower });
+    assert!(
+        matches!(&events[0], ballast_engine::Event::SharesForfeited { .. }),
+        "{events:?}"
+    );
+    assert!(v.engine.stake(borrower, 0).is_none());
+    assert!(v.engine.sub_accounts()[borrower as usize]
+        .balances
+        .is_empty());
+    v.engine.check_invariants().unwrap();
+}

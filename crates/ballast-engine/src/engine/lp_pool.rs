@@ -290,6 +290,30 @@ impl Engine {
         Ok(())
     }
 
+    /// What `units` pool shares redeem for now (micro-USD, the redemption value), for a bankruptcy's solvency test.
+    pub(super) fn pool_share_value(&self, now_s: u64, units: i128) -> Result<Quote, Rejection> {
+        let value = self.pool_value(now_s, Valuation::ProfitHaircut, Guard::Liquidation)?;
+        let owed = ballast_num::mul_div(
+            units,
+            value.raw().saturating_add(POOL_VIRTUAL_OFFSET),
+            self.lp
+                .total_shares
+                .checked_add(POOL_VIRTUAL_OFFSET)
+                .ok_or_else(|| reject("limit", "pool shares overflow"))?,
+            Rounding::Floor,
+        )?;
+        Ok(Quote::from_raw(owed.max(0)))
+    }
+
+    /// Burns an insolvent sub-account's pool shares: their value stays with the other providers.
+    pub(super) fn forfeit_pool_shares(&mut self, id: SubAccountId, units: i128) {
+        self.commit_lp(LpPool {
+            total_shares: self.lp.total_shares - units,
+            ..self.lp
+        });
+        self.commit_lp_shares(id, 0);
+    }
+
     pub(super) fn pool_deposit(
         &mut self,
         now_s: u64,

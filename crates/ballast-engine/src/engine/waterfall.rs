@@ -125,16 +125,44 @@ impl Engine {
                 format!("sub-account {target} still holds collateral and is solvent"),
             ));
         }
-        let staked = self
+        // Insurance stakes and pool shares are assets nobody else can seize. They count toward solvency; an
+        // insolvent sub-account forfeits them below (burned: their value stays with the fund's or the pool's other
+        // holders), so a speck of stake cannot keep a bad debt unresolved.
+        let stakes: Vec<(AssetIdx, Stake)> = self
             .stakes
             .range((target, 0)..=(target, AssetIdx::MAX))
-            .next()
-            .is_some();
-        if staked || self.lp_shares.contains_key(&target) {
-            return Err(reject(
-                "not_bankrupt",
-                format!("sub-account {target} holds insurance or pool shares: redeem them first"),
-            ));
+            .map(|(&(_, asset), &stake)| (asset, stake))
+            .collect();
+        let pool_units = self.lp_shares.get(&target).copied().unwrap_or(0);
+        if !stakes.is_empty() || pool_units > 0 {
+            let mut shares_value = Quote::ZERO;
+            for &(asset, stake) in &stakes {
+                let pool = &self.pools[asset as usize];
+                let fund = Self::insurance_value(pool)?;
+                let tokens = ballast_num::mul_div(
+                    stake.shares,
+                    fund.raw() + INSURANCE_VIRTUAL_OFFSET,
+                    pool.insurance_shares + INSURANCE_VIRTUAL_OFFSET,
+                    Rounding::Floor,
+                )?
+                .min(fund.raw());
+                let price =
+                    self.usable_price(asset, now_s, Guard::Liquidation, "resolving a bankruptcy")?;
+                let decimals = self.assets[asset as usize].decimals;
+                shares_value = shares_value
+                    .checked_add(price.value_floor(TokenAmount::from_raw(tokens), decimals)?)?;
+            }
+            if pool_units > 0 {
+                shares_value =
+                    shares_value.checked_add(self.pool_share_value(now_s, pool_units)?)?;
+            }
+            let equity = self.equity_at_oracle(sub, &self.all_risks(now_s)?)?;
+            if !equity.checked_add(shares_value)?.is_negative() {
+                return Err(reject(
+                    "not_bankrupt",
+                    format!("sub-account {target} holds insurance or pool shares worth {shares_value} {}, which cover its deficit: redeem them first", self.label()),
+                ));
+            }
         }
         if sub.balances.iter().all(|b| b.scaled > 0) && sub.perps.is_empty() {
             return Err(reject(
@@ -178,6 +206,31 @@ impl Engine {
         }
         let mut events = Vec::new();
         let mut touched = vec![target];
+        for (asset, stake) in stakes {
+            let mut pool = self.pools[asset as usize].clone();
+            pool.insurance_shares -= stake.shares;
+            self.commit_pool(asset, pool);
+            self.commit_stake(target, asset, |s| *s = Stake::default());
+            events.push(Event::SharesForfeited {
+                target,
+                fund: format!("{} insurance fund", self.assets[asset as usize].symbol),
+                shares: TokenQuantity::from_native(
+                    TokenAmount::from_raw(stake.shares),
+                    self.assets[asset as usize].decimals,
+                )?,
+            });
+        }
+        if pool_units > 0 {
+            self.forfeit_pool_shares(target, pool_units);
+            events.push(Event::SharesForfeited {
+                target,
+                fund: "counterparty pool".to_string(),
+                shares: TokenQuantity::from_native(
+                    TokenAmount::from_raw(pool_units),
+                    POOL_SHARE_DECIMALS,
+                )?,
+            });
+        }
         for (asset, scaled) in dust {
             let mut pool = self.pools[asset as usize].clone();
             let amount = pool.deposit_native(scaled)?;
@@ -534,13 +587,19 @@ impl Engine {
         market.socialized_loss = market.socialized_loss.checked_add(out.socialized)?;
         // ADL's losses fall on the market's positions, not on the quote asset's depositors: the pause is the
         // market's, for the sub-accounts exposed to it (a haircut of a pool pauses that pool, in `resolve_debts`).
+        let pause_until = now_s + self.protocol.socialized_loss_withdrawal_pause_s;
         if out.socialized.is_positive() {
-            market.withdrawals_paused_until_s =
-                now_s + self.protocol.socialized_loss_withdrawal_pause_s;
+            market.withdrawals_paused_until_s = pause_until;
         }
         self.commit_pool(quote_asset, pool);
         self.commit_market(m, market);
         self.commit_perp(target, m, None);
+        if out.socialized.is_positive() {
+            // Everyone holding a position in the market now is paused, whatever they do with the position next.
+            for c in &ranked {
+                self.commit_withdrawal_pause(c.id, pause_until);
+            }
+        }
         for c in ranked.iter().filter(|c| c.touched) {
             let p = c.position;
             let keep = !p.base.is_zero() || !p.quote.is_zero();
