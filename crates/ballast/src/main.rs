@@ -4,10 +4,13 @@
 //! ballast check CONFIG
 //! ballast run --config CONFIG --commands FILE.jsonl [--summary] [--log OUT.jsonl] [--genesis SECONDS]
 //! ballast replay --config CONFIG --log LOG.jsonl [--summary]
+//! ballast option price --model black-scholes|black-76 --kind call|put --spot S --strike K --rate R
+//!     [--dividend-yield Q] (--vol SIGMA | --price P) --expiry-years T [--json]
 //! ```
 //!
 //! The binary is thin: validation, state transitions and the log format live in `ballast-engine`; this crate reads
-//! files, prints results and formats the summary. `docs/commands.md` documents every JSON shape it prints.
+//! files, prints results and formats the summary. `docs/commands.md` documents every JSON shape the engine commands
+//! print; `docs/risk.md` the analytics (`option price`, from `ballast-risk`).
 //!
 //! Exit codes (the ripgrep convention): 0 success (a run whose commands were rejected still succeeds: rejections
 //! are results), 2 bad input (unreadable file, invalid protocol file, unparsable command, log that does not match),
@@ -19,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod option;
 mod run;
 mod summary;
 
@@ -47,6 +51,8 @@ enum CliCommand {
     Run(RunArgs),
     /// Re-apply a command log written by `run --log` and print the resulting state hash.
     Replay(ReplayArgs),
+    /// European option analytics (f64): `option price` prints the price and Greeks, or the implied volatility.
+    Option(option::OptionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +132,7 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         CliCommand::Check { config } => check::check(&config),
         CliCommand::Run(args) => run::run(&args),
         CliCommand::Replay(args) => run::replay(&args),
+        CliCommand::Option(args) => option::option(&args),
     }
 }
 
