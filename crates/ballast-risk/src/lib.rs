@@ -11,10 +11,15 @@
 //! Modules:
 //! - [`options`]: European options under Black-Scholes (with a continuous dividend or staking yield) and Black-76:
 //!   price, delta, gamma, vega, theta, rho, and implied volatility. Conventions in `docs/risk.md`.
+//! - [`data`]: price history from OHLCV CSV files (the one module that reads files): gaps kept as data, alignment
+//!   on common timestamps, simple and log returns over contiguous samples.
+//! - [`var`]: Value at Risk and Expected Shortfall, historical (type 7 quantile) and parametric normal.
 
 #![forbid(unsafe_code)]
 
+pub mod data;
 pub mod options;
+pub mod var;
 
 pub use options::{
     normal_cdf, normal_pdf, EuropeanOption, Greeks, Model, OptionError, OptionInputs, OptionKind,
