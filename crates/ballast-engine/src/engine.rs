@@ -2082,31 +2082,16 @@ impl Engine {
             let cache = self.health_cache_with(sub, now_s, &overrides, &[], Guard::Liquidation)?;
             Ok(cache.health()?.liquidation_end)
         };
-        let le_before = target_le(TokenAmount::ZERO)?;
-        let mut r = max_repay;
-        if !target_le(max_repay)?.is_negative() {
-            let (mut lo, mut hi) = (1i128, max_repay.raw());
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if target_le(TokenAmount::from_raw(mid))?.is_negative() {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            r = TokenAmount::from_raw(lo);
-        }
-        let mut full_close = r == max_repay;
-        if target_le(r)? <= le_before && !full_close {
-            r = max_repay;
-            full_close = true;
-        }
-        if target_le(r)? <= le_before {
+        let step = least_restoring_step(max_repay.raw(), max_repay.raw(), |r| {
+            target_le(TokenAmount::from_raw(r))
+        })?;
+        let Some((r, full_close)) = step else {
             return Err(reject(
                 "cannot_improve",
                 format!("swapping sub-account {target}'s {c_symbol} for its {d_symbol} debt would not improve its health"),
             ));
-        }
+        };
+        let r = TokenAmount::from_raw(r);
         let health_before = self.health_at(target, now_s)?;
         let (t_d, t_c, l_d, l_c, pd, pc, seized, insurance) = outcome(r)?;
         self.commit_pool(debt, pd);
@@ -2233,32 +2218,12 @@ impl Engine {
                 self.health_cache_with(sub, now_s, &[], &[(m, Some(t))], Guard::Liquidation)?;
             Ok(cache.health()?.liquidation_end)
         };
-        let le_before = target_le(0)?;
-        let mut k = max_steps;
-        if !target_le(max_steps)?.is_negative() {
-            // The least k in [1, max_steps] with liquidation-end health >= 0 (health rises with k).
-            let (mut lo, mut hi) = (1, max_steps);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if target_le(mid)?.is_negative() {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            k = lo;
-        }
-        let mut full_close = k == full_steps;
-        if target_le(k)? <= le_before && !full_close {
-            k = full_steps;
-            full_close = true;
-        }
-        if target_le(k)? <= le_before {
+        let Some((k, full_close)) = least_restoring_step(max_steps, full_steps, target_le)? else {
             return Err(reject(
                 "cannot_improve",
                 format!("taking over the {symbol} position of sub-account {target} would not improve its health"),
             ));
-        }
+        };
         let health_before = self.health_at(target, now_s)?;
         let (t, l, mk, fee, insurance_fee, signed) = outcome(k)?;
         self.commit_market(m, mk);
@@ -3294,6 +3259,40 @@ pub(crate) fn balance_amount(scaled: i128, risk: &AssetRisk) -> NumResult<TokenA
         Some(p) => Ok(TokenAmount::from_raw(-(p.div_ceil(SCALE) as i128))),
         None => Engine::native_of(scaled, risk),
     }
+}
+
+/// The size of one liquidation step (`1..=max`, in steps or native units): the least that brings liquidation-end
+/// health, `le(size)` (non-decreasing in size), to zero or above, found by binary search, or `max` if none does.
+/// If that does not improve health on `le(0)`, the step takes `fallback` (the whole position or debt) instead.
+/// Returns the size and whether it is the full `fallback`, or `None` when not even that improves health.
+fn least_restoring_step(
+    max: i128,
+    fallback: i128,
+    le: impl Fn(i128) -> NumResult<Quote>,
+) -> NumResult<Option<(i128, bool)>> {
+    let before = le(0)?;
+    let mut size = max;
+    if !le(max)?.is_negative() {
+        let (mut lo, mut hi) = (1, max);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if le(mid)?.is_negative() {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        size = lo;
+    }
+    let mut full = size == fallback;
+    if le(size)? <= before && !full {
+        size = fallback;
+        full = true;
+    }
+    if le(size)? <= before {
+        return Ok(None);
+    }
+    Ok(Some((size, full)))
 }
 
 /// Maintenance health of a sub-account from a table of asset risks, computed afresh: the reference for the oracle
