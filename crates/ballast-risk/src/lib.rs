@@ -14,9 +14,12 @@
 //! - [`data`]: price history from OHLCV CSV files (the one module that reads files): gaps kept as data, alignment
 //!   on common timestamps, simple and log returns over contiguous samples.
 //! - [`var`]: Value at Risk and Expected Shortfall, historical (type 7 quantile) and parametric normal.
+//! - [`calibrate`]: recommended collateral weights, margin ratios, size premia and open-interest caps from horizon
+//!   ES and a square-root liquidity model.
 
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod data;
 pub mod options;
 pub mod var;
