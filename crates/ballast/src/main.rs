@@ -6,11 +6,13 @@
 //! ballast replay --config CONFIG --log LOG.jsonl [--summary]
 //! ballast option price --model black-scholes|black-76 --kind call|put --spot S --strike K --rate R
 //!     [--dividend-yield Q] (--vol SIGMA | --price P) --expiry-years T [--json]
+//! ballast calibrate CALIBRATION.toml [--json] [--out PATCH.toml] [--apply MERGED.toml] [--level P]
+//!     [--horizon-hours H]
 //! ```
 //!
 //! The binary is thin: validation, state transitions and the log format live in `ballast-engine`; this crate reads
 //! files, prints results and formats the summary. `docs/commands.md` documents every JSON shape the engine commands
-//! print; `docs/risk.md` the analytics (`option price`, from `ballast-risk`).
+//! print; `docs/risk.md` the analytics (`option price`, `calibrate`, from `ballast-risk`).
 //!
 //! Exit codes (the ripgrep convention): 0 success (a run whose commands were rejected still succeeds: rejections
 //! are results), 2 bad input (unreadable file, invalid protocol file, unparsable command, log that does not match),
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod calibrate;
 mod check;
 mod option;
 mod run;
@@ -53,6 +56,9 @@ enum CliCommand {
     Replay(ReplayArgs),
     /// European option analytics (f64): `option price` prints the price and Greeks, or the implied volatility.
     Option(option::OptionArgs),
+    /// Recommend per-asset weights, size premia, perp margin ratios and open-interest caps from price history and a
+    /// liquidity-depth model; print a table explaining each number and a TOML patch of the protocol file.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +139,7 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         CliCommand::Run(args) => run::run(&args),
         CliCommand::Replay(args) => run::replay(&args),
         CliCommand::Option(args) => option::option(&args),
+        CliCommand::Calibrate(args) => calibrate::calibrate(&args),
     }
 }
 
