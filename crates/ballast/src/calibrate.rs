@@ -119,6 +119,8 @@ struct AssetEntry {
 /// Settings after the flags' overrides, validated.
 struct Settings {
     horizon_hours: u32,
+    /// Where the horizon came from, for messages: `horizon_hours` or `--horizon-hours`.
+    horizon_from: &'static str,
     levels: Levels,
     impact_coefficient: f64,
     oi_slippage_budget: f64,
@@ -271,6 +273,11 @@ fn settings(
     }
     Ok(Settings {
         horizon_hours,
+        horizon_from: if args.horizon_hours.is_some() {
+            "--horizon-hours"
+        } else {
+            "horizon_hours"
+        },
         levels,
         impact_coefficient,
         oi_slippage_budget,
@@ -389,15 +396,20 @@ fn calibrate_asset<'a>(
         load_csv(&base.join(&entry.data)).map_err(|e| format!("data {}: {e}", entry.data))?;
     let (from, to) = window(entry)?;
     let horizon_s = i64::from(settings.horizon_hours) * 3600;
-    let context = |e: CalibrationError| match e {
+    let context = |e: CalibrationError| {
+        match e {
         CalibrationError::EmptyWindow { .. } => format!(
             "data {} from {} to {}: {e}",
             entry.data,
             entry.from.as_deref().unwrap_or("the start"),
             entry.to.as_deref().unwrap_or("the end")
         ),
-        CalibrationError::Horizon { .. } => format!("data {}: {e}", entry.data),
+        CalibrationError::Horizon { interval_s, .. } => format!(
+            "data {}: {} {} is not a whole number of the data's sampling interval of {interval_s} s",
+            entry.data, settings.horizon_from, settings.horizon_hours
+        ),
         _ => format!("data {}: {e}", entry.data),
+    }
     };
     let returns = horizon_returns(&series, horizon_s, from, to).map_err(context)?;
     let tail = tail_risk(&returns.returns, settings.levels).map_err(context)?;

@@ -453,7 +453,7 @@ fn bad_calibration_files_name_the_file_and_field() {
         ("level = 0.99", "level = 1.5", &["calibration.toml: level 1.5 must be strictly between 0 and 1"]),
         ("level = 0.99", "level = 0.99\ninitial_level = 0.9", &["calibration.toml: initial_level 0.9 must be at least level and below 1"]),
         ("data = \"synthetic.csv\"", "data = \"missing.csv\"", &["calibration.toml: asset BTC: data missing.csv: missing.csv: cannot be read"]),
-        ("horizon_hours = 24", "horizon_hours = 36", &["asset BTC: data synthetic.csv: horizon of 129600 s is not a whole number (>= 1) of the data's sampling interval of 86400 s"]),
+        ("horizon_hours = 24", "horizon_hours = 36", &["calibration.toml: asset BTC: data synthetic.csv: horizon_hours 36 is not a whole number of the data's sampling interval of 86400 s"]),
         ("horizon_hours = 24", "horizon_hours = 0", &["calibration.toml: horizon_hours 0 must be between 1 and 8760 hours"]),
         ("markets = [\"BTC-PERP\"]", "markets = [\"ETH-PERP\"]", &["asset BTC: markets: ETH-PERP trades ETH, not BTC"]),
         ("markets = [\"BTC-PERP\"]", "markets = [\"DOGE-PERP\"]", &["asset BTC: markets: DOGE-PERP is not a market of protocol file"]),
@@ -484,6 +484,8 @@ fn bad_calibration_files_name_the_file_and_field() {
     let calibration = synthetic_calibration(&dir, "");
     dir.ballast(&["calibrate", &calibration, "--level", "0"])
         .refused(&["error: --level 0 must be strictly between 0 and 1"]);
+    dir.ballast(&["calibrate", &calibration, "--horizon-hours", "12"])
+        .refused(&["asset BTC: data synthetic.csv: --horizon-hours 12 is not a whole number of the data's sampling interval of 86400 s"]);
     dir.ballast(&["calibrate", &calibration, "--horizon-hours", "9000"])
         .refused(&["error: --horizon-hours 9000 must be between 1 and 8760 hours"]);
     // A missing calibration file, and a protocol file that is not there.
