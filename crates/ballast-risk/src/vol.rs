@@ -35,10 +35,13 @@
 //! `beta = persistence - alpha`, and the unconditional variance `omega/(1 - persistence) = s²·e^(x0)` with `s²` the
 //! sample variance above (this keeps `x0` near 0 and decouples `omega` from the persistence). The starting point is the
 //! best of a grid of 24 (persistence 0.5 to 0.995, alpha 0.02 to 0.2, unconditional variance `s²`); from it
-//! Nelder-Mead ([`crate::optimize`]) runs to convergence (and from a caller's warm start too, when one is given:
-//! [`fit_garch_from`]); the best result is restarted once with a smaller simplex (the standard guard against a
-//! collapsed simplex). `alpha` or `beta` on the boundary 0 is approached, not reached: a fitted value
-//! below about 1e-8 means 0.
+//! Nelder-Mead ([`crate::optimize`]) runs to convergence. A caller may add a warm start ([`fit_garch_from`], the previous
+//! fit of a rolling window): the search then runs from both, since near `alpha = 0` the likelihood hardly depends on
+//! `beta` and a search can stall on that ridge. The best result is restarted once with a smaller simplex (the standard
+//! guard against a collapsed simplex). `alpha` or `beta` on the boundary 0 is approached, not reached: a fitted value
+//! below about 1e-8 means 0. Likewise the persistence can only approach its bound `P_MAX`: a fit at about 0.999999
+//! is an integrated (IGARCH-like) fit, where variance shocks do not decay and `omega/(1 - persistence)` means nothing.
+//! Samples dominated by one crash (BTC daily over 2020, with Black Thursday) do fit that way.
 //!
 //! **Forecasts.** With `V = omega/(1 - persistence)` and `p = persistence`, the expected variance of bar `n + h` is
 //! `E[sigma²_(n+h)] = V + p^(h-1)·(sigma²_(n+1) - V)` (the term structure), and the variance of the sum of the next `h`
@@ -370,20 +373,20 @@ pub fn fit_garch_from(returns: &[f64], start: Option<&Garch>) -> Result<GarchFit
         }
     }
     // Every grid point is finite for valid input (omega, the variances and the returns are finite and positive).
-    let mut starts = vec![grid_best.map_or([0.0; 3], |(x, _)| x)];
-    if let Some(model) = start {
-        starts.push(to_coordinates(model, s2));
-    }
-    // Nelder-Mead from each start; the best result is polished by one restart with a smaller simplex.
+    let grid_x = grid_best.map_or([0.0; 3], |(x, _)| x);
+    // Nelder-Mead from the grid's best point and from the warm start if there is one; the best result is then
+    // polished by one restart with a smaller simplex. (Both runs are needed: from a start near alpha = 0 the
+    // likelihood hardly depends on beta, and the search can stall on that ridge.)
     let mut best: Option<(Vec<f64>, f64)> = None;
-    for x in &starts {
-        let m = nelder_mead(objective, x, &[0.5, 1.0, 1.0], GARCH_TOLERANCE);
+    let warm = start.map(|model| to_coordinates(model, s2));
+    for x in std::iter::once(grid_x).chain(warm) {
+        let m = nelder_mead(objective, &x, &[0.5, 1.0, 1.0], GARCH_TOLERANCE);
         evaluations += m.evaluations;
         if best.as_ref().is_none_or(|(_, b)| m.value < *b) {
             best = Some((m.x, m.value));
         }
     }
-    let x = best.map_or_else(|| starts[0].to_vec(), |(x, _)| x);
+    let x = best.map_or_else(|| grid_x.to_vec(), |(x, _)| x);
     let m = nelder_mead(objective, &x, &[0.1, 0.3, 0.3], GARCH_TOLERANCE);
     evaluations += m.evaluations;
     let (x, converged) = (m.x, m.converged);

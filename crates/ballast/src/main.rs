@@ -6,6 +6,12 @@
 //! ballast replay --config CONFIG --log LOG.jsonl [--summary]
 //! ballast option price --model black-scholes|black-76 --kind call|put --spot S --strike K --rate R
 //!     [--dividend-yield Q] (--vol SIGMA | --price P) --expiry-years T [--json]
+//! ballast var --data FILE [--data FILE ... --weights W1,W2,...] [--from DATE] [--to DATE] [--returns simple|log]
+//!     --method historical|normal|student-t|cornish-fisher|monte-carlo|filtered [--level P] [--horizon-days N]
+//!     [--seed S] [--paths N] [--json]
+//! ballast vol fit --model ewma|garch --data FILE [--from DATE] [--to DATE] [--returns simple|log] [--lambda L] [--json]
+//! ballast backtest --data FILE [--data FILE ... --weights W1,W2,...] --method METHOD [--level P] --window N
+//!     [--from DATE] [--to DATE] [--returns simple|log] [--seed S] [--paths N] [--json]
 //! ```
 //!
 //! The binary is thin: validation, state transitions and the log format live in `ballast-engine`; this crate reads
@@ -21,10 +27,13 @@
 
 #![forbid(unsafe_code)]
 
+mod backtest;
 mod check;
 mod option;
 mod run;
 mod summary;
+mod var;
+mod vol;
 
 use ballast_engine::ProtocolConfig;
 use clap::{Args, Parser, Subcommand};
@@ -53,6 +62,12 @@ enum CliCommand {
     Replay(ReplayArgs),
     /// European option analytics (f64): `option price` prints the price and Greeks, or the implied volatility.
     Option(option::OptionArgs),
+    /// Value at Risk and Expected Shortfall of a portfolio from price files (f64 analytics).
+    Var(var::VarArgs),
+    /// Volatility models: `vol fit` fits EWMA or GARCH(1,1) and forecasts the next day's volatility.
+    Vol(vol::VolArgs),
+    /// Rolling VaR backtest with Kupiec, Christoffersen and the Basel traffic light.
+    Backtest(backtest::BacktestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +148,9 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         CliCommand::Run(args) => run::run(&args),
         CliCommand::Replay(args) => run::replay(&args),
         CliCommand::Option(args) => option::option(&args),
+        CliCommand::Var(args) => var::var(&args),
+        CliCommand::Vol(args) => vol::vol(&args),
+        CliCommand::Backtest(args) => backtest::backtest(&args),
     }
 }
 
