@@ -189,6 +189,9 @@ mod tests {
 
     #[test]
     fn same_seed_same_numbers_other_stream_other_numbers() {
+        println!(
+            "same_seed_same_numbers_other_stream_other_numbers: seeds 1 and 2, streams 0 and 1"
+        );
         let draw = |seed, stream| {
             let mut s = NormalStream::new(seed, stream);
             (0..1000).map(|_| s.normal().to_bits()).collect::<Vec<_>>()

@@ -87,7 +87,7 @@ impl fmt::Display for VarError {
             VarError::ObservationCount { n } => {
                 write!(
                     f,
-                    "{n} observations: need between 1 and {N_OBSERVATIONS_MAX}"
+                    "{n} observations: too few for this estimate (or more than {N_OBSERVATIONS_MAX})"
                 )
             }
             VarError::LossNotFinite { index, value } => {

@@ -12,7 +12,7 @@
 //! and statistics are those of `ballast_risk::backtest`. Errors exit 2 with one line, `error: backtest: ...`, naming
 //! the flag.
 
-use crate::var::{percent, portfolio, print_json, var_failure, PortfolioArgs};
+use crate::var::{percent, portfolio, print_json, too_few_returns, var_failure, PortfolioArgs};
 use crate::Failure;
 use ballast_risk::backtest::rolling;
 use clap::Args;
@@ -51,8 +51,17 @@ pub fn backtest(args: &BacktestArgs) -> Result<(), Failure> {
             args.window, p.window_text
         )));
     }
-    let report = rolling(&p.returns, &p.weights, &p.method, p.level, args.window)
-        .map_err(|e| var_failure(COMMAND, e))?;
+    let report = rolling(&p.returns, &p.weights, &p.method, p.level, args.window).map_err(|e| {
+        if too_few_returns(&e) {
+            Failure::input(format!(
+                "backtest: --window {} is too small for --method {}: {e}",
+                args.window,
+                p.method.name()
+            ))
+        } else {
+            var_failure(COMMAND, e)
+        }
+    })?;
     let s = report.statistics;
     if args.portfolio.json {
         return print_json(

@@ -23,6 +23,7 @@ use ballast_risk::data::{date_utc_s, load_csv, PriceSeries, ReturnKind, SECONDS_
 use ballast_risk::portfolio::{forecast, Method, ReturnMatrix, SeriesError, Weights};
 use ballast_risk::var::monte_carlo::{MonteCarloConfig, PATHS_DEFAULT, PATHS_MAX};
 use ballast_risk::var::VarError;
+use ballast_risk::vol::VolError;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -194,6 +195,14 @@ fn window_text(from: Option<&str>, to: Option<&str>) -> String {
     format!("{}..{}", from.unwrap_or("start"), to.unwrap_or("end"))
 }
 
+/// Whether a library error says the estimate had too few returns (the window's flags are then to blame).
+pub fn too_few_returns(error: &VarError) -> bool {
+    matches!(
+        error,
+        VarError::ObservationCount { .. } | VarError::Volatility(VolError::ObservationCount { .. })
+    )
+}
+
 /// A library error as a message naming the flag where there is one.
 pub fn var_failure(command: &str, error: VarError) -> Failure {
     let message = match &error {
@@ -326,7 +335,18 @@ pub fn var(args: &VarArgs) -> Result<(), Failure> {
         p.level,
         horizon_bars,
     )
-    .map_err(|e| var_failure("var", e))?;
+    .map_err(|e| {
+        if too_few_returns(&e) {
+            Failure::input(format!(
+                "var: --from/--to: the window {} holds {} returns, too few for --method {}: {e}",
+                p.window_text,
+                p.returns.len(),
+                p.method.name()
+            ))
+        } else {
+            var_failure("var", e)
+        }
+    })?;
     if args.portfolio.json {
         return print_json(
             "var",

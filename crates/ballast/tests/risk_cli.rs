@@ -589,6 +589,12 @@ fn bad_input_names_the_flag() {
         "error: backtest: --window 5000 must be at least 1 and less than the 730 returns",
     ]);
     backtest(&["--data", &btc, "--method", "historical"]).refused(&["--window <N>"]);
+    backtest(&["--data", &btc, "--method", "filtered", "--window", "20"]).refused(&[
+        "error: backtest: --window 20 is too small for --method filtered: GARCH(1,1) fit: 20 returns: need between 30",
+    ]);
+    ballast(&["var", "--data", &btc, "--method", "normal", "--from", "2020-01-01", "--to", "2020-01-02"]).refused(&[
+        "error: var: --from/--to: the window 2020-01-01..2020-01-02 holds 1 returns, too few for --method normal",
+    ]);
     ballast(&[
         "vol", "fit", "--model", "garch", "--data", &btc, "--lambda", "0.9",
     ])

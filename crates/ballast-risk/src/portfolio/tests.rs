@@ -120,6 +120,7 @@ fn every_method_on_real_data() {
     let m = btc_eth_2020(ReturnKind::Log);
     let w = Weights::new(&[0.6, 0.4]).unwrap();
     let window = m.window(0..m.len());
+    println!("every_method_on_real_data: Monte Carlo seed 1");
     let moments = var::moments(&window.portfolio_returns(&w).unwrap()).unwrap();
     println!("{moments:?}");
     assert!(

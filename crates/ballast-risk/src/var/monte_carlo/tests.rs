@@ -66,6 +66,7 @@ fn simple_returns_converge_to_the_normal_formula() {
 /// (ChaCha12, the ziggurat, the Cholesky factor, the selection): it must never change on any machine.
 #[test]
 fn reproducible_to_the_bit() {
+    println!("reproducible_to_the_bit: seeds 2024 and 2025");
     let model = two_assets();
     let small = MonteCarloConfig {
         paths: 10_000,
@@ -109,6 +110,7 @@ const PINNED: VarEs = VarEs {
 
 #[test]
 fn errors() {
+    println!("errors: seed {}", CONFIG.seed);
     // Two identical assets: singular.
     let s2 = 0.0016;
     let singular = MultivariateNormal::new(&[0.0, 0.0], &[s2, s2, s2, s2]);
