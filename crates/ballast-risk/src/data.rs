@@ -450,6 +450,14 @@ pub fn parse_csv(file: &str, text: &str) -> Result<PriceSeries, DataError> {
     })
 }
 
+/// `YYYY-MM-DD` as UTC seconds since 1970-01-01 at 00:00 that day, or `None` if it is not a real date in that form.
+pub fn date_utc_s(text: &str) -> Option<i64> {
+    TimeFormat::Date.parse(text)
+}
+
+/// Seconds in one day, for callers turning dates into windows.
+pub const SECONDS_PER_DAY: i64 = DAY_S;
+
 #[derive(Clone, Copy)]
 enum TimeFormat {
     /// `YYYY-MM-DD`, 00:00 UTC.

@@ -8,6 +8,12 @@
 //!     [--dividend-yield Q] (--vol SIGMA | --price P) --expiry-years T [--json]
 //! ballast calibrate CALIBRATION.toml [--json] [--out PATCH.toml] [--apply MERGED.toml] [--level P]
 //!     [--horizon-hours H]
+//! ballast var --data FILE [--data FILE ... --weights W1,W2,...] [--from DATE] [--to DATE] [--returns simple|log]
+//!     --method historical|normal|student-t|cornish-fisher|monte-carlo|filtered [--level P] [--horizon-days N]
+//!     [--seed S] [--paths N] [--json]
+//! ballast vol fit --model ewma|garch --data FILE [--from DATE] [--to DATE] [--returns simple|log] [--lambda L] [--json]
+//! ballast backtest --data FILE [--data FILE ... --weights W1,W2,...] --method METHOD [--level P] --window N
+//!     [--from DATE] [--to DATE] [--returns simple|log] [--seed S] [--paths N] [--json]
 //! ```
 //!
 //! The binary is thin: validation, state transitions and the log format live in `ballast-engine`; this crate reads
@@ -23,11 +29,14 @@
 
 #![forbid(unsafe_code)]
 
+mod backtest;
 mod calibrate;
 mod check;
 mod option;
 mod run;
 mod summary;
+mod var;
+mod vol;
 
 use ballast_engine::ProtocolConfig;
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +68,12 @@ enum CliCommand {
     /// Recommend per-asset weights, size premia, perp margin ratios and open-interest caps from price history and a
     /// liquidity-depth model; print a table explaining each number and a TOML patch of the protocol file.
     Calibrate(calibrate::CalibrateArgs),
+    /// Value at Risk and Expected Shortfall of a portfolio from price files (f64 analytics).
+    Var(var::VarArgs),
+    /// Volatility models: `vol fit` fits EWMA or GARCH(1,1) and forecasts the next day's volatility.
+    Vol(vol::VolArgs),
+    /// Rolling VaR backtest with Kupiec, Christoffersen and the Basel traffic light.
+    Backtest(backtest::BacktestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +155,9 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         CliCommand::Replay(args) => run::replay(&args),
         CliCommand::Option(args) => option::option(&args),
         CliCommand::Calibrate(args) => calibrate::calibrate(&args),
+        CliCommand::Var(args) => var::var(&args),
+        CliCommand::Vol(args) => vol::vol(&args),
+        CliCommand::Backtest(args) => backtest::backtest(&args),
     }
 }
 
