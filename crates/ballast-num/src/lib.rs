@@ -18,16 +18,23 @@
 //! positive infinity), because with money the rounding decides who pays. Products that do not fit in `i128` are
 //! carried in 256 bits ([`mul_div`]), so `a * b / c` is exact before its one rounding.
 //!
-//! Deterministic `sqrt`, `exp` and `ln` live in [`math`]; they use integer arithmetic only.
+//! Deterministic `sqrt`, `exp` and `ln` live in [`math`]; they use integer arithmetic only. The standard normal CDF
+//! and European option prices and deltas (Black-Scholes with a yield, Black-76) in the same fixed point live in
+//! [`option`], for the engine's option margin.
 
 #![forbid(unsafe_code)]
 
 mod decimal;
 pub mod math;
 mod muldiv;
+pub mod option;
 
 pub use decimal::{format_decimal, parse_decimal};
 pub use muldiv::{mul_div, Rounding};
+pub use option::{
+    european_delta, european_price, normal_cdf_fixed, price_error_bound_ceil, EuropeanInputs,
+    OptionSide,
+};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;

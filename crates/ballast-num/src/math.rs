@@ -30,13 +30,13 @@ use ruint::aliases::U256;
 /// Raw units of 1.0 at scale 10^18.
 const ONE_18: u128 = 1_000_000_000_000_000_000;
 /// `floor(ln(2) * 2^128)`.
-const LN2_128: u128 = 0xb172_17f7_d1cf_79ab_c9e3_b398_03f2_f6af;
+pub(crate) const LN2_128: u128 = 0xb172_17f7_d1cf_79ab_c9e3_b398_03f2_f6af;
 /// `log2(e) * 2^121 / 10^18 = X_TO_LOG2_INT + X_TO_LOG2_FRAC / 2^128` (rounded down): converts a raw input at scale
 /// 10^18 to `x * log2(e)` with 121 fractional bits.
 const X_TO_LOG2_INT: u128 = 0x3539_de91_cc25_e6c9;
 const X_TO_LOG2_FRAC: u128 = 0xe4bd_1af4_d756_caa3_9709_8491_983b_b057;
 /// `floor(ln(10^18) * 2^120)`.
-const LN_1E18_120: i128 = 0x2972_4fe6_57ff_7066_71e8_6c3c_3ccb_5adb;
+pub(crate) const LN_1E18_120: i128 = 0x2972_4fe6_57ff_7066_71e8_6c3c_3ccb_5adb;
 /// `floor(sqrt(2) * 2^126)`.
 const SQRT2_126: u128 = 0x5a82_7999_fcef_3242_2cbe_c4d9_baa5_5f4f;
 
@@ -271,9 +271,10 @@ pub fn ln_fixed(x: i128) -> NumResult<i128> {
     Ok(if l < 0 { -magnitude } else { magnitude })
 }
 
-/// The full 256-bit product `a * b` as `(high, low)` 128-bit halves.
+/// The full 256-bit product `a * b` as `(high, low)` 128-bit halves. `const` so that [`crate::option`] can build its
+/// tables at compile time.
 #[inline]
-fn mul_wide(a: u128, b: u128) -> (u128, u128) {
+pub(crate) const fn mul_wide(a: u128, b: u128) -> (u128, u128) {
     const MASK: u128 = u64::MAX as u128;
     let (a1, a0) = (a >> 64, a & MASK);
     let (b1, b0) = (b >> 64, b & MASK);
