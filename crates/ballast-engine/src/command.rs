@@ -23,6 +23,9 @@ pub enum MarginSpec {
     Cross,
     /// Bound to one asset: holds only that asset and the quote asset; margined alone.
     Isolated(String),
+    /// Cross, but margined by the worst loss of the whole book over the `[portfolio_margin]` scenario grid
+    /// (`crate::portfolio`) instead of weights and ratios.
+    Portfolio,
 }
 
 /// One command, stamped by the sequencer.
@@ -102,6 +105,11 @@ pub enum CommandKind {
         #[serde(default)]
         phase_s: u64,
     },
+    /// A volatility oracle's print: the volatility an option series is marked at from now on (per square root of a
+    /// year, e.g. `"0.65"`).
+    OptionVol { market: String, vol: Ratio },
+    /// Closes every position of an option series whose settlement price is fixed, at the payoff (permissionless).
+    ExpireMarket { market: String },
     /// Settles unsettled PnL between a winning and a losing position in a market, in quote-asset tokens.
     SettlePnl {
         market: String,
@@ -477,6 +485,35 @@ pub enum Event {
         paused: bool,
         margin_multiplier: Ratio,
         phase_s: u64,
+    },
+    /// An option series is marked at a new volatility.
+    OptionVolSet {
+        market: String,
+        vol: Ratio,
+    },
+    /// The first tight oracle price of the underlying published at or after an option series' expiry fixed its
+    /// settlement price; `payoff` is one contract's (USD per whole token).
+    SettlementPriceFixed {
+        market: String,
+        settlement_price: Price,
+        payoff: Price,
+        publish_time: u64,
+    },
+    /// A position in an expired series was closed at the payoff: `payoff` (the position's, micro-USD precision) went to
+    /// its quote balance, now `quote_balance`.
+    PositionExpired {
+        sub_account: SubAccountId,
+        market: String,
+        contracts: TokenQuantity,
+        payoff: Quote,
+        quote_balance: Quote,
+    },
+    /// Every position of an expired series is closed.
+    MarketExpired {
+        market: String,
+        settlement_price: Price,
+        payoff: Price,
+        positions_closed: u64,
     },
 }
 

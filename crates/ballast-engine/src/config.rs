@@ -34,6 +34,9 @@ pub struct ProtocolFile {
     pub perp_tier: Vec<PerpTierConfig>,
     #[serde(default)]
     pub market: Vec<MarketConfig>,
+    /// Scenario grid for portfolio-margined sub-accounts; without it, none can be opened.
+    #[serde(default)]
+    pub portfolio_margin: Option<crate::portfolio::PortfolioMarginConfig>,
 }
 
 /// `[protocol]`: venue-wide settings.
@@ -186,6 +189,7 @@ pub struct ProtocolConfig {
     pub assets: Vec<AssetConfig>,
     pub perp_tiers: Vec<PerpTierConfig>,
     pub markets: Vec<MarketConfig>,
+    pub portfolio_margin: Option<crate::portfolio::PortfolioMarginConfig>,
 }
 
 impl ProtocolConfig {
@@ -333,6 +337,13 @@ impl ProtocolConfig {
             }
             errors.extend(validate_market(market, &listed, &file.perp_tier));
         }
+        if let Some(pm) = &file.portfolio_margin {
+            errors.extend(
+                crate::portfolio::validate(pm)
+                    .into_iter()
+                    .map(|e| format!("portfolio_margin: {e}")),
+            );
+        }
         if errors.is_empty() {
             Ok(ProtocolConfig {
                 protocol: file.protocol,
@@ -340,6 +351,7 @@ impl ProtocolConfig {
                 assets: file.asset,
                 perp_tiers: file.perp_tier,
                 markets: file.market,
+                portfolio_margin: file.portfolio_margin,
             })
         } else {
             Err(ConfigErrors(errors))

@@ -26,6 +26,7 @@ use ballast_num::{NumResult, Price, Quote, Ratio, Rounding, TokenAmount, TokenQu
 use std::collections::{BTreeMap, BTreeSet};
 
 mod lp_pool;
+mod options;
 mod waterfall;
 
 pub use lp_pool::{LpPool, POOL_OWNER, POOL_SHARE_DECIMALS};
@@ -41,6 +42,113 @@ pub type MarketIdx = u16;
 pub(crate) struct RiskTable {
     pub assets: Vec<AssetRisk>,
     pub markets: Vec<MarketRisk>,
+    pub quote_asset: AssetIdx,
+    /// The portfolio-margin grid, and each asset's and market's scenario changes, computed when first needed.
+    pub grid: Option<std::sync::Arc<crate::portfolio::Grid>>,
+    pub asset_deltas: Vec<std::cell::OnceCell<NumResult<Vec<Price>>>>,
+    pub market_deltas: Vec<std::cell::OnceCell<NumResult<std::sync::Arc<Vec<Price>>>>>,
+    /// The engine's memo of market scenario changes, shared across tables.
+    pub memo: std::sync::Arc<ScenarioMemo>,
+}
+
+/// Each market's scenario changes with the [`MarketRisk`] they were computed from (derived state, never hashed):
+/// a full revaluation of an option series over the grid costs one pricing per scenario, and its inputs (the mark
+/// inputs) change only with a price, a volatility or a settlement. An entry is used only when the risk it was
+/// computed from equals the current one, so it never changes a result. Behind a mutex so that an engine can be read
+/// from several threads.
+///
+/// It also keeps each option series' last mark with its inputs (volatility, underlying price and publish time,
+/// settlement price): every command builds a risk table, and a mark is a pricing.
+#[derive(Debug, Default)]
+pub(crate) struct ScenarioMemo {
+    deltas: std::sync::Mutex<Vec<Option<(MarketRisk, Deltas)>>>,
+    marks: std::sync::Mutex<Vec<Option<(MarkInputs, Price)>>>,
+}
+
+/// One market's change per contract in every scenario of the grid, shared between tables.
+type Deltas = std::sync::Arc<Vec<Price>>;
+
+/// Everything an option series' mark reads that can change (the series' configuration cannot).
+type MarkInputs = (Ratio, Price, u64, Option<Price>);
+
+impl ScenarioMemo {
+    fn mark(
+        &self,
+        m: MarketIdx,
+        inputs: MarkInputs,
+        compute: impl FnOnce() -> NumResult<Price>,
+    ) -> NumResult<Price> {
+        let mut entries = self
+            .marks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(Some((cached, mark))) = entries.get(m as usize) {
+            if *cached == inputs {
+                return Ok(*mark);
+            }
+        }
+        let mark = compute()?;
+        if entries.len() <= m as usize {
+            entries.resize(m as usize + 1, None);
+        }
+        entries[m as usize] = Some((inputs, mark));
+        Ok(mark)
+    }
+
+    fn get_or_compute(
+        &self,
+        m: MarketIdx,
+        risk: &MarketRisk,
+        compute: impl FnOnce() -> NumResult<Vec<Price>>,
+    ) -> NumResult<std::sync::Arc<Vec<Price>>> {
+        let mut entries = self
+            .deltas
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(Some((cached, deltas))) = entries.get(m as usize) {
+            if cached == risk {
+                return Ok(deltas.clone());
+            }
+        }
+        let deltas = std::sync::Arc::new(compute()?);
+        if entries.len() <= m as usize {
+            entries.resize(m as usize + 1, None);
+        }
+        entries[m as usize] = Some((*risk, deltas.clone()));
+        Ok(deltas)
+    }
+}
+
+impl RiskTable {
+    /// Asset `a`'s per-token change in every scenario (`None`: no grid or no price).
+    fn asset_deltas(&self, a: AssetIdx) -> NumResult<&[Price]> {
+        let grid = self.grid.as_ref().ok_or(ballast_num::NumError::Domain {
+            op: "portfolio margin without a grid",
+        })?;
+        let cell = &self.asset_deltas[a as usize];
+        let deltas = cell.get_or_init(|| match self.assets[a as usize].oracle {
+            Some(o) => grid.linear_deltas(o.price),
+            None => Ok(vec![Price::ZERO; grid.scenarios.len()]),
+        });
+        deltas.as_deref().map_err(|e| *e)
+    }
+
+    /// Market `m`'s per-contract change in every scenario.
+    fn market_deltas(&self, m: MarketIdx) -> NumResult<&[Price]> {
+        let grid = self.grid.as_ref().ok_or(ballast_num::NumError::Domain {
+            op: "portfolio margin without a grid",
+        })?;
+        let cell = &self.market_deltas[m as usize];
+        let risk = &self.markets[m as usize];
+        let deltas = cell.get_or_init(|| {
+            self.memo
+                .get_or_compute(m, risk, || grid.market_deltas(risk))
+        });
+        match deltas {
+            Ok(deltas) => Ok(deltas.as_slice()),
+            Err(e) => Err(*e),
+        }
+    }
 }
 
 /// How a sub-account is margined, by asset index.
@@ -48,6 +156,8 @@ pub(crate) struct RiskTable {
 pub enum MarginKind {
     Cross,
     Isolated(AssetIdx),
+    /// Cross, margined over the portfolio scenario grid (`crate::portfolio`).
+    Portfolio,
 }
 
 /// One token balance of a sub-account: positive scaled units are a deposit (against the supply index), negative a
@@ -136,6 +246,10 @@ pub struct Engine {
     pub(crate) lp_shares: BTreeMap<SubAccountId, i128>,
     /// Sub-accounts that held a position in a market when it deleveraged may not withdraw until then (seconds).
     pub(crate) withdrawal_pauses: BTreeMap<SubAccountId, u64>,
+    /// The `[portfolio_margin]` scenario grid (from the configuration), if portfolio margin is on.
+    pub(crate) portfolio_grid: Option<std::sync::Arc<crate::portfolio::Grid>>,
+    /// Memo of scenario revaluations (derived, not hashed; see [`ScenarioMemo`]).
+    pub(crate) scenario_memo: std::sync::Arc<ScenarioMemo>,
     /// Sequencer time of the last applied command, seconds.
     pub(crate) now_s: u64,
     /// Commands applied so far.
@@ -245,6 +359,10 @@ impl Engine {
             lp: LpPool::default(),
             lp_shares: BTreeMap::new(),
             withdrawal_pauses: BTreeMap::new(),
+            portfolio_grid: config
+                .portfolio_margin
+                .map(|c| std::sync::Arc::new(crate::portfolio::Grid::new(c))),
+            scenario_memo: Default::default(),
         };
         for asset in config.assets {
             engine.push_asset(asset);
@@ -256,8 +374,8 @@ impl Engine {
             engine
                 .market_underlying
                 .push(engine.asset_by_symbol[&market.underlying]);
+            engine.markets.push(Market::new(genesis_s, &market));
             engine.market_configs.push(market);
-            engine.markets.push(Market::new(genesis_s));
             engine.market_holders.push(BTreeSet::new());
             engine.market_only_holders.push(0);
         }
@@ -487,6 +605,8 @@ impl Engine {
                 size,
             } => self.pool_trade(now, market, *sub_account, *side, *size),
             CommandKind::PoolLiquidate { target } => self.pool_liquidate(now, *target),
+            CommandKind::OptionVol { market, vol } => self.option_vol(now, market, *vol),
+            CommandKind::ExpireMarket { market } => self.expire_market(now, market),
             CommandKind::UpdateFunding { market, mark_price } => {
                 self.update_funding(now, market, *mark_price)
             }
@@ -577,7 +697,7 @@ impl Engine {
     ) -> Result<(), Rejection> {
         let symbol = &self.assets[asset as usize].symbol;
         match sub.margin {
-            MarginKind::Cross if self.assets[asset as usize].collateral == CollateralMode::IsolatedOnly => Err(reject(
+            MarginKind::Cross | MarginKind::Portfolio if self.assets[asset as usize].collateral == CollateralMode::IsolatedOnly => Err(reject(
                 "isolated_only_asset",
                 format!("asset {symbol} may only be held in an isolated sub-account bound to it; sub-account {id} is cross"),
             )),
@@ -678,6 +798,28 @@ impl Engine {
         perp_overrides: &[(MarketIdx, Option<PerpPosition>)],
         guard: Guard,
     ) -> NumResult<HealthCache> {
+        if sub.margin == MarginKind::Portfolio {
+            let mut balances: Vec<(AssetIdx, i128)> = sub
+                .balances
+                .iter()
+                .map(|b| (b.asset, b.scaled))
+                .filter(|(a, _)| !overrides.iter().any(|(o, _)| o == a))
+                .collect();
+            balances.extend(overrides.iter().copied());
+            let positions: Vec<PerpPosition> = sub
+                .perps
+                .iter()
+                .filter(|p| !perp_overrides.iter().any(|(m, _)| *m == p.market))
+                .copied()
+                .chain(perp_overrides.iter().filter_map(|(_, p)| *p))
+                .collect();
+            let table = self.all_risks(now_s)?;
+            let health = portfolio_health(&balances, &positions, &table, None)?
+                .expect("unguarded portfolio health never blocks");
+            let new_risk =
+                portfolio_health(&balances, &positions, &table, Some(guard))?.map(|h| h.initial);
+            return Ok(HealthCache::portfolio(health, new_risk));
+        }
         let mut cache = HealthCache::new();
         let mut add = |asset: AssetIdx, scaled: i128| -> NumResult<()> {
             let mut risk = self.asset_risk(asset, now_s)?;
@@ -793,6 +935,26 @@ impl Engine {
             ));
         }
         Ok(risk.oracle.expect("no problem means a price").price)
+    }
+
+    /// The price positions in market `m` are valued at (the underlying's oracle price for a perp, the series' mark
+    /// for an option), if the underlying's price is usable for `action` under `guard`.
+    fn usable_mark(
+        &self,
+        m: MarketIdx,
+        now_s: u64,
+        guard: Guard,
+        action: &str,
+    ) -> Result<Price, Rejection> {
+        let underlying = self.market_underlying[m as usize];
+        let price = self.usable_price(underlying, now_s, guard, action)?;
+        if self.market_configs[m as usize].option.is_none() {
+            return Ok(price);
+        }
+        Ok(self
+            .market_risk(m, now_s)?
+            .oracle
+            .expect("a usable underlying price gives a mark"))
     }
 
     // ----- balance bookkeeping -------------------------------------------------------------------------------
@@ -928,10 +1090,13 @@ impl Engine {
     /// position pays funding for exactly the time it was held.
     fn accrued_market(&self, m: MarketIdx, now_s: u64) -> NumResult<(Market, u64)> {
         let mut market = self.markets[m as usize].clone();
-        let interval_s = self.market_configs[m as usize].funding.interval_s;
-        let seconds = match self.oracles[self.market_underlying[m as usize] as usize] {
-            Some(o) => market.accrue_funding(now_s, o.price, interval_s)?,
-            None => 0,
+        let interval_s = self.market_configs[m as usize].funding_interval_s();
+        let seconds = match (
+            self.oracles[self.market_underlying[m as usize] as usize],
+            interval_s,
+        ) {
+            (Some(o), Some(interval_s)) => market.accrue_funding(now_s, o.price, interval_s)?,
+            _ => 0,
         };
         Ok((market, seconds))
     }
@@ -943,7 +1108,8 @@ impl Engine {
         let state = &self.markets[market as usize];
         let underlying = self.market_underlying[market as usize];
         let decimals = self.assets[underlying as usize].decimals;
-        let oracle = self.oracles[underlying as usize].map(|o| o.price);
+        let underlying_oracle = self.oracles[underlying as usize];
+        let oracle = underlying_oracle.map(|o| o.price);
         let tier = self
             .perp_tiers
             .iter()
@@ -963,9 +1129,58 @@ impl Engine {
             .maintenance_margin_ratio
             .mul_ceil(multiplier)?
             .min(Ratio::ONE);
+        let (mark, option) = match &config.option {
+            None => (oracle, None),
+            Some(series) => {
+                let scaled =
+                    |r: Ratio| -> NumResult<Ratio> { Ok(r.mul_ceil(multiplier)?.min(Ratio::ONE)) };
+                let mark = match underlying_oracle {
+                    Some(o) => {
+                        let inputs = (
+                            state.mark_vol,
+                            o.price,
+                            o.publish_time_s,
+                            state.settlement_price,
+                        );
+                        Some(self.scenario_memo.mark(market, inputs, || {
+                            crate::option::mark(
+                                series,
+                                state.mark_vol,
+                                o.price,
+                                o.publish_time_s,
+                                state.settlement_price,
+                            )
+                        })?)
+                    }
+                    None => None,
+                };
+                let years = match underlying_oracle {
+                    Some(o) => crate::option::years_between(o.publish_time_s, series.expiry_s)?,
+                    None => Ratio::ZERO,
+                };
+                let risk = crate::option::OptionRisk {
+                    kind: series.kind,
+                    strike: series.strike,
+                    underlying: oracle,
+                    vol: state.mark_vol,
+                    years,
+                    rate: series.rate,
+                    dividend_yield: series.dividend_yield,
+                    initial_share: scaled(series.initial_share)?,
+                    initial_floor: scaled(series.initial_floor)?,
+                    maintenance_share: scaled(series.maintenance_share)?,
+                    maintenance_floor: scaled(series.maintenance_floor)?,
+                    long_initial_weight: series.long_initial_weight,
+                    settled: state.settlement_price.is_some(),
+                };
+                (mark, Some(risk))
+            }
+        };
         Ok(MarketRisk {
+            underlying,
             decimals,
-            oracle,
+            oracle: mark,
+            option,
             funding_index: state.funding_index,
             initial_ratio: initial.max(maintenance),
             maintenance_ratio: maintenance,
@@ -978,6 +1193,13 @@ impl Engine {
     /// Every asset's and every market's risk at time `now`.
     pub(crate) fn all_risks(&self, now_s: u64) -> NumResult<RiskTable> {
         Ok(RiskTable {
+            quote_asset: self.quote_asset,
+            grid: self.portfolio_grid.clone(),
+            asset_deltas: (0..self.assets.len()).map(|_| Default::default()).collect(),
+            market_deltas: (0..self.markets.len())
+                .map(|_| Default::default())
+                .collect(),
+            memo: self.scenario_memo.clone(),
             assets: (0..self.assets.len() as AssetIdx)
                 .map(|a| self.asset_risk(a, now_s))
                 .collect::<NumResult<_>>()?,
@@ -1054,6 +1276,13 @@ impl Engine {
         }
         let kind = match margin {
             MarginSpec::Cross => MarginKind::Cross,
+            MarginSpec::Portfolio if self.portfolio_grid.is_none() => {
+                return Err(reject(
+                    "no_portfolio_margin",
+                    "the protocol file has no [portfolio_margin] section: portfolio-margined sub-accounts are off",
+                ))
+            }
+            MarginSpec::Portfolio => MarginKind::Portfolio,
             MarginSpec::Isolated(symbol) => {
                 let asset = self.asset_idx(symbol)?;
                 if asset == self.quote_asset {
@@ -1361,6 +1590,7 @@ impl Engine {
             reference_price: next.reference,
             publish_time,
         }];
+        self.fix_settlement_prices(asset, next, &mut events)?;
         self.reevaluate_holders(now_s, asset, &mut events)?;
         Ok(events)
     }
@@ -1539,7 +1769,7 @@ impl Engine {
         let symbol = &self.market_configs[market as usize].symbol;
         let asset = &self.assets[underlying as usize].symbol;
         match sub.margin {
-            MarginKind::Cross if self.assets[underlying as usize].collateral == CollateralMode::IsolatedOnly => {
+            MarginKind::Cross | MarginKind::Portfolio if self.assets[underlying as usize].collateral == CollateralMode::IsolatedOnly => {
                 Err(reject(
                     "isolated_only_asset",
                     format!("market {symbol} trades isolated-only {asset}; sub-account {id} is cross"),
@@ -1554,7 +1784,7 @@ impl Engine {
             )),
             _ if sub.perp(market).is_none() && sub.perps.len() >= MAX_PERP_POSITIONS_PER_SUB_ACCOUNT => Err(reject(
                 "too_many_positions",
-                format!("sub-account {id} already holds {MAX_PERP_POSITIONS_PER_SUB_ACCOUNT} perp positions"),
+                format!("sub-account {id} already holds {MAX_PERP_POSITIONS_PER_SUB_ACCOUNT} positions (perps and options)"),
             )),
             _ => Ok(()),
         }
@@ -1617,6 +1847,7 @@ impl Engine {
         }
         self.check_may_trade(taker_sub, taker, m)?;
         self.check_may_trade(maker_sub, maker, m)?;
+        self.refuse_if_expired(m, now_s)?;
         let fee_ratios = [config.taker_fee, config.maker_fee];
         self.execute_fill(
             now_s,
@@ -1784,6 +2015,12 @@ impl Engine {
     fn update_funding(&mut self, now_s: u64, symbol: &str, mark: Price) -> Applied {
         let m = self.market_idx(symbol)?;
         let underlying = self.market_underlying[m as usize];
+        let Some(config) = self.market_configs[m as usize].funding.clone() else {
+            return Err(reject(
+                "not_a_perp",
+                format!("market {symbol} is an option series: it has no funding"),
+            ));
+        };
         if !mark.is_positive() || mark > MAX_PRICE {
             return Err(reject(
                 "bad_price",
@@ -1799,8 +2036,7 @@ impl Engine {
         // Funding so far accrues at the rate in force until now; the sample sets the rate from now on, for at most
         // one interval.
         let (mut market, elapsed_s) = self.accrued_market(m, now_s)?;
-        let config = &self.market_configs[m as usize].funding;
-        let rate = crate::perp::funding_rate(mark, oracle, config)?;
+        let rate = crate::perp::funding_rate(mark, oracle, &config)?;
         market.funding_rate = rate;
         market.funding_rate_until_s = now_s + config.interval_s;
         let index = market.funding_index;
@@ -2132,8 +2368,8 @@ impl Engine {
             .step_size
             .to_native_exact(decimals)
             .expect("validated step");
-        let oracle = self.usable_price(
-            underlying,
+        let oracle = self.usable_mark(
+            m,
             now_s,
             Guard::Liquidation,
             &format!("liquidation in {symbol}"),
@@ -2292,12 +2528,8 @@ impl Engine {
         let quote_asset = self.quote_asset;
         let quote_decimals = self.assets[quote_asset as usize].decimals;
         // Settling moves value at the oracle price: it needs a fresh, tight one, like a liquidation.
-        let oracle = self.usable_price(
-            underlying,
-            now_s,
-            Guard::Liquidation,
-            &format!("settling {symbol}"),
-        )?;
+        let oracle =
+            self.usable_mark(m, now_s, Guard::Liquidation, &format!("settling {symbol}"))?;
         let (mut market, _) = self.accrued_market(m, now_s)?;
         let mut positions = [PerpPosition {
             market: m,
@@ -2375,12 +2607,8 @@ impl Engine {
         let decimals = self.assets[underlying as usize].decimals;
         let quote_asset = self.quote_asset;
         let quote_decimals = self.assets[quote_asset as usize].decimals;
-        let oracle = self.usable_price(
-            underlying,
-            now_s,
-            Guard::Liquidation,
-            &format!("settling {symbol}"),
-        )?;
+        let oracle =
+            self.usable_mark(m, now_s, Guard::Liquidation, &format!("settling {symbol}"))?;
         let sub = self.sub_account(loser)?;
         self.check_may_hold(sub, loser, quote_asset)?;
         let (mut market, _) = self.accrued_market(m, now_s)?;
@@ -2862,6 +3090,12 @@ impl Engine {
         &self.market_underlying
     }
 
+    /// The price positions in a market are valued at now: the underlying's oracle price for a perp, the series'
+    /// mark for an option (`None` without an oracle price, or if the mark cannot be computed).
+    pub fn market_mark(&self, market: MarketIdx) -> Option<Price> {
+        self.market_risk(market, self.now_s).ok()?.oracle
+    }
+
     pub fn market_index(&self, symbol: &str) -> Option<MarketIdx> {
         self.market_by_symbol.get(symbol).copied()
     }
@@ -3298,7 +3532,118 @@ fn least_restoring_step(
 /// Maintenance health of a sub-account from a table of asset risks, computed afresh: the reference for the oracle
 /// hot path's incremental version ([`crate::maintenance::maintenance_health`]).
 #[inline]
+/// Health of a portfolio-margined book (`crate::portfolio`): `balances` as (asset, scaled units), `positions` as
+/// held. With a `guard`, the view for new risk: a deposit in an asset whose price has a problem under the guard
+/// counts zero and leaves the scenarios, and a debt or an open position on such an asset blocks (`Err`).
+fn portfolio_health(
+    balances: &[(AssetIdx, i128)],
+    positions: &[PerpPosition],
+    table: &RiskTable,
+    guard: Option<Guard>,
+) -> NumResult<Result<Health, crate::health::BlockedBy>> {
+    use crate::health::BlockedBy;
+    use crate::portfolio::Holding;
+    let grid = table.grid.as_ref().ok_or(ballast_num::NumError::Domain {
+        op: "portfolio margin without a grid",
+    })?;
+    let problem =
+        |asset: AssetIdx| guard.and_then(|g| g.filter(table.assets[asset as usize].problem));
+    let mut equity = Quote::ZERO;
+    let mut holdings: Vec<Holding> = Vec::with_capacity(balances.len() + positions.len());
+    for &(asset, scaled) in balances {
+        let risk = &table.assets[asset as usize];
+        let amount = balance_amount(scaled, risk)?;
+        if amount.is_zero() {
+            continue;
+        }
+        // Without a price (or, for new risk, without a usable one) a deposit counts zero and a debt blocks the check
+        // (a debt cannot exist without a price: borrowing needs one).
+        let usable = match risk.oracle {
+            None => Err(PriceProblem::Missing),
+            Some(o) => problem(asset).map_or(Ok(o.price), Err),
+        };
+        let price = match usable {
+            Ok(price) => price,
+            Err(problem) if amount.is_negative() && guard.is_some() => {
+                return Ok(Err(BlockedBy { asset, problem }))
+            }
+            Err(_) => continue,
+        };
+        equity = equity.checked_add(price.value_floor(amount, risk.decimals)?)?;
+        if asset != table.quote_asset {
+            holdings.push(Holding {
+                group: asset,
+                amount,
+                decimals: risk.decimals,
+                deltas: table.asset_deltas(asset)?,
+                contingency: Quote::ZERO,
+            });
+        }
+    }
+    for position in positions {
+        let risk = &table.markets[position.market as usize];
+        let mut settled = *position;
+        crate::perp::settle_funding(&mut settled, risk.funding_index, risk.decimals)?;
+        let Some(mark) = risk.oracle else {
+            equity = equity.checked_add(settled.quote)?;
+            continue;
+        };
+        if let Some(problem) = problem(risk.underlying) {
+            if !settled.base.is_zero() {
+                return Ok(Err(BlockedBy {
+                    asset: risk.underlying,
+                    problem,
+                }));
+            }
+        }
+        equity = equity
+            .checked_add(settled.quote)?
+            .checked_add(mark.value_floor(settled.base, risk.decimals)?)?;
+        if settled.base.is_zero() {
+            continue;
+        }
+        let spot = table.assets[risk.underlying as usize]
+            .oracle
+            .map_or(Price::ZERO, |o| o.price);
+        let rate = match &risk.option {
+            None => grid.config.perp_contingency,
+            Some(o) if o.settled || settled.base.is_positive() => Ratio::ZERO,
+            Some(_) => grid.config.short_option_contingency,
+        };
+        let contingency = spot
+            .mul_ratio(rate, Rounding::Ceil)?
+            .value_ceil(settled.base.abs()?, risk.decimals)?;
+        holdings.push(Holding {
+            group: risk.underlying,
+            amount: settled.base,
+            decimals: risk.decimals,
+            deltas: table.market_deltas(position.market)?,
+            contingency,
+        });
+    }
+    let maintenance = crate::portfolio::requirement(&mut holdings, grid)?;
+    let initial = maintenance.mul_ratio_ceil(grid.config.initial_multiple)?;
+    let fraction = table
+        .assets
+        .first()
+        .map_or(Ratio::ZERO, |a| a.liquidation_end_fraction);
+    let liquidation_end =
+        maintenance.checked_add(initial.checked_sub(maintenance)?.mul_ratio_ceil(fraction)?)?;
+    Ok(Ok(Health {
+        initial: equity.checked_sub(initial)?,
+        liquidation_end: equity.checked_sub(liquidation_end)?,
+        maintenance: equity.checked_sub(maintenance)?,
+    }))
+}
+
 pub(crate) fn maintenance_health(sub: &SubAccount, table: &RiskTable) -> NumResult<Quote> {
+    if sub.margin == MarginKind::Portfolio {
+        let balances: Vec<(AssetIdx, i128)> =
+            sub.balances.iter().map(|b| (b.asset, b.scaled)).collect();
+        return Ok(portfolio_health(&balances, &sub.perps, table, None)?
+            .expect("unguarded portfolio health never blocks")
+            .maintenance);
+    }
     let risks = &table.assets;
     let mut total = Quote::ZERO;
     for b in &sub.balances {

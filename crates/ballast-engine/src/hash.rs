@@ -9,8 +9,8 @@ use crate::engine::{Engine, MarginKind};
 use sha2::{Digest, Sha256};
 
 /// Version of the encoding; bump on any change to an encoding that has been released (v3: perp loss ledgers,
-/// funding rate, the counterparty pool and its shares).
-pub const STATE_HASH_FORMAT: &str = "ballast-state-v3";
+/// funding rate, the counterparty pool and its shares; v4: option series, their mark volatility and settlement price, portfolio margin).
+pub const STATE_HASH_FORMAT: &str = "ballast-state-v4";
 
 struct Encoder(Sha256);
 
@@ -40,6 +40,8 @@ impl Engine {
         // Parameters: the canonical JSON of each config struct (field order is fixed by the types).
         e.bytes(&serde_json::to_vec(&self.protocol).expect("serializable"));
         e.bytes(&serde_json::to_vec(&self.tiers).expect("serializable"));
+        let grid = self.portfolio_grid.as_ref().map(|g| &g.config);
+        e.bytes(&serde_json::to_vec(&grid).expect("serializable"));
         e.u64(self.assets.len() as u64);
         e.u64(self.quote_asset as u64);
         for (i, asset) in self.assets.iter().enumerate() {
@@ -101,6 +103,14 @@ impl Engine {
             e.i128(market.multiplier_to.raw());
             e.u64(market.phase_start_s);
             e.u64(market.phase_s);
+            e.i128(market.mark_vol.raw());
+            match market.settlement_price {
+                None => e.bool(false),
+                Some(p) => {
+                    e.bool(true);
+                    e.i128(p.raw());
+                }
+            }
         }
         e.u64(self.stakes.len() as u64);
         for ((id, asset), stake) in &self.stakes {
@@ -145,6 +155,7 @@ impl Engine {
             e.u64(sub.owner);
             match sub.margin {
                 MarginKind::Cross => e.u64(u64::MAX),
+                MarginKind::Portfolio => e.u64(u64::MAX - 1),
                 MarginKind::Isolated(a) => e.u64(a as u64),
             }
             e.bool(sub.below_maintenance);

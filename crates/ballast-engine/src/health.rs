@@ -288,11 +288,22 @@ pub struct HealthCache {
     n_perps: usize,
     /// For each perp entry, the underlying asset (for messages).
     perp_underlying: [u16; MAX_PERP_POSITIONS_PER_SUB_ACCOUNT],
+    /// A portfolio-margined sub-account's health and its new-risk initial health, computed whole
+    /// (`crate::portfolio`): the entries above are then unused.
+    portfolio: Option<(Health, Result<Quote, BlockedBy>)>,
 }
 
 impl HealthCache {
     pub fn new() -> HealthCache {
         HealthCache::default()
+    }
+
+    /// The health of a portfolio-margined sub-account, and its initial health for new risk (or what blocks it).
+    pub fn portfolio(health: Health, new_risk: Result<Quote, BlockedBy>) -> HealthCache {
+        HealthCache {
+            portfolio: Some((health, new_risk)),
+            ..HealthCache::default()
+        }
     }
 
     /// Sets the balance of `asset` to `amount` native units (adding the entry if new), recomputing its share.
@@ -357,6 +368,9 @@ impl HealthCache {
 
     /// Health at the three levels.
     pub fn health(&self) -> NumResult<Health> {
+        if let Some((health, _)) = self.portfolio {
+            return Ok(health);
+        }
         let mut total = Health::default();
         for (e, _) in self.all_entries() {
             total.initial = total.initial.checked_add(e.health.initial)?;
@@ -371,6 +385,9 @@ impl HealthCache {
     /// Initial health for a check of new risk, under the oracle guard rails: collateral whose price is unreliable
     /// counts zero; debt whose price is unreliable blocks the check.
     pub fn initial_for_new_risk(&self) -> NumResult<Result<Quote, BlockedBy>> {
+        if let Some((_, new_risk)) = self.portfolio {
+            return Ok(new_risk);
+        }
         let mut total = Quote::ZERO;
         for (e, asset) in self.all_entries() {
             if let Some(GuardedProblem(problem)) = e.guarded_problem {

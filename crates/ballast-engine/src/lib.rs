@@ -16,9 +16,11 @@ pub mod health;
 pub mod limits;
 pub mod log;
 mod maintenance;
+pub mod option;
 pub mod oracle;
 pub mod perp;
 pub mod pool;
+pub mod portfolio;
 
 pub use command::{Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SubAccountId};
 pub use config::{AssetConfig, ConfigErrors, ProtocolConfig};

@@ -2,8 +2,8 @@
 
 /// Listed assets (an asset index fits in a `u16`).
 pub const MAX_ASSETS: usize = 64;
-/// Bytes in an asset symbol.
-pub const MAX_SYMBOL_LEN: usize = 16;
+/// Bytes in an asset or market symbol (room for option series names such as `BTC-29DEC23-60000-C`).
+pub const MAX_SYMBOL_LEN: usize = 24;
 /// Account owners.
 pub const MAX_OWNERS: usize = 1 << 22;
 /// Sub-accounts one owner may open.
@@ -16,10 +16,10 @@ pub const MAX_BALANCES_PER_SUB_ACCOUNT: usize = 8;
 /// Largest step of the sequencer clock between two commands: one 366-day year. Together with annual rates capped at
 /// 100, one accrual's exponent stays far inside `exp`'s range.
 pub const MAX_CLOCK_JUMP_S: u64 = 366 * 86_400;
-/// Perpetual markets.
-pub const MAX_MARKETS: usize = 64;
-/// Perp positions one sub-account may hold.
-pub const MAX_PERP_POSITIONS_PER_SUB_ACCOUNT: usize = 8;
+/// Markets: perpetuals and option series.
+pub const MAX_MARKETS: usize = 256;
+/// Positions (perps and options) one sub-account may hold.
+pub const MAX_PERP_POSITIONS_PER_SUB_ACCOUNT: usize = 24;
 /// Largest open-interest cap a perp tier may set, USD.
 pub const MAX_OPEN_INTEREST_USD: i128 = 10_000_000_000_000;
 

@@ -260,10 +260,9 @@ impl Epochs {
         }
         for (m, risk) in table.markets.iter().enumerate() {
             // Every field but the price enters the parts (or, through the general code, their errors).
-            let without_price = |r: &MarketRisk| MarketRisk { oracle: None, ..*r };
             let same = self.markets.get(m).map(|old| {
-                let same_partial = without_price(old) == without_price(risk);
-                (same_partial, old.oracle == risk.oracle)
+                let same_partial = old.without_prices() == risk.without_prices();
+                (same_partial, old.prices() == risk.prices())
             });
             self.restamp(market_source(m as MarketIdx), same);
             match self.markets.get_mut(m) {
@@ -289,6 +288,10 @@ pub(crate) fn maintenance_health(
     table: &RiskTable,
     epochs: &Epochs,
 ) -> NumResult<Quote> {
+    if sub.margin == crate::engine::MarginKind::Portfolio {
+        // Not a sum of entries: computed whole, never cached (its entries keep empty caches).
+        return crate::engine::maintenance_health(sub, table);
+    }
     let n_balances = sub.balances.len();
     let mut total = Quote::ZERO;
     for (i, entry) in sub.maintenance.iter_mut().enumerate() {
@@ -651,6 +654,9 @@ impl<'a> HolderRows<'a> {
     /// entry caches hold the current values wherever they can): [`HolderRow::EMPTY`] unless every entry the row
     /// needs is cached under the current epochs.
     pub(crate) fn build(&self, sub: &SubAccount) -> HolderRow {
+        if sub.margin == crate::engine::MarginKind::Portfolio {
+            return HolderRow::EMPTY; // its health is not a sum of entries
+        }
         let sources = &self.epochs.sources;
         let n_balances = sub.balances.len();
         let mut row = HolderRow::EMPTY;

@@ -84,10 +84,62 @@ pub struct MarketConfig {
     pub max_leverage: Ratio,
     /// Weight of positive unsettled PnL in initial health.
     pub positive_pnl_initial_weight: Ratio,
-    pub funding: FundingConfig,
+    /// Funding of a perpetual; required for a perp market, not allowed on an option series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding: Option<FundingConfig>,
     /// Trading against the counterparty pool; a market without it trades only between sub-accounts.
     #[serde(default)]
     pub pool: Option<MarketPoolConfig>,
+    /// Makes the market a European option series (see [`OptionSeriesConfig`]) instead of a perpetual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option: Option<OptionSeriesConfig>,
+}
+
+impl MarketConfig {
+    /// The funding interval (seconds) of a perp market; option series have no funding.
+    pub fn funding_interval_s(&self) -> Option<u64> {
+        self.funding.as_ref().map(|f| f.interval_s)
+    }
+}
+
+/// Call or put.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptionKind {
+    Call,
+    Put,
+}
+
+/// `[market.option]`: a European option series on the market's underlying, cash-settled in the quote asset.
+///
+/// A position's `base` counts contracts in native units of the underlying (one whole token = one contract on one
+/// whole token); fills are at a premium in USD per whole token. See `crate::option` for marking, margin and expiry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OptionSeriesConfig {
+    pub kind: OptionKind,
+    /// USD per whole token of the underlying.
+    pub strike: Price,
+    /// Expiry, Unix seconds (UTC). Trading stops then; the first oracle price of the underlying published at or after
+    /// it fixes the settlement price.
+    pub expiry_s: u64,
+    /// The volatility (per square root of a year) the series is marked at until a `option_vol` command sets another.
+    pub mark_vol: Ratio,
+    /// Continuously compounded rate per year used to discount the payoff (0 when omitted).
+    #[serde(default)]
+    pub rate: Ratio,
+    /// Continuous dividend or staking yield of the underlying per year (0 when omitted).
+    #[serde(default)]
+    pub dividend_yield: Ratio,
+    /// Short-option margin per contract at the initial level: `max(initial_share * S - OTM, initial_floor * S)`.
+    pub initial_share: Ratio,
+    pub initial_floor: Ratio,
+    /// ... and at the maintenance level, with the maintenance share and floor.
+    pub maintenance_share: Ratio,
+    pub maintenance_floor: Ratio,
+    /// A long option's value counts at this weight in initial health (0: the premium must be paid from collateral)
+    /// and in full at the other levels.
+    pub long_initial_weight: Ratio,
 }
 
 /// `[market.pool]`: how the counterparty liquidity pool quotes a market.
@@ -209,11 +261,45 @@ pub fn validate_market(
             ),
         );
     }
-    if market.funding.interval_s == 0 || market.funding.interval_s > SECONDS_PER_YEAR {
-        err(
-            "funding.interval_s",
-            "must be between 1 s and one year".to_string(),
-        );
+    match (&market.funding, &market.option) {
+        (None, None) => err(
+            "funding",
+            "is missing (a perp market needs [market.funding]; an option series has [market.option])".to_string(),
+        ),
+        (Some(_), Some(_)) => err(
+            "funding",
+            "is not allowed on an option series (it has [market.option])".to_string(),
+        ),
+        _ => {}
+    }
+    if let Some(funding) = &market.funding {
+        if funding.interval_s == 0 || funding.interval_s > SECONDS_PER_YEAR {
+            err(
+                "funding.interval_s",
+                "must be between 1 s and one year".to_string(),
+            );
+        }
+        if funding.max_rate_per_interval < Ratio::ZERO || funding.max_rate_per_interval > tenth {
+            err(
+                "funding.max_rate_per_interval",
+                format!(
+                    "{} must be between 0 and 0.1",
+                    funding.max_rate_per_interval
+                ),
+            );
+        }
+    }
+    if let Some(option) = &market.option {
+        if market.pool.is_some() {
+            err(
+                "pool",
+                "is not allowed on an option series (the counterparty pool quotes perps only)"
+                    .to_string(),
+            );
+        }
+        for message in crate::option::validate_series(option) {
+            err("option", message);
+        }
     }
     if let Some(pool) = &market.pool {
         if !pool.impact_depth.is_positive() {
@@ -237,17 +323,6 @@ pub fn validate_market(
                 format!("{} must be above 0 and at most 10", pool.max_exposure),
             );
         }
-    }
-    if market.funding.max_rate_per_interval < Ratio::ZERO
-        || market.funding.max_rate_per_interval > tenth
-    {
-        err(
-            "funding.max_rate_per_interval",
-            format!(
-                "{} must be between 0 and 0.1",
-                market.funding.max_rate_per_interval
-            ),
-        );
     }
     errors
 }
@@ -332,10 +407,14 @@ pub struct Market {
     pub multiplier_to: Ratio,
     pub phase_start_s: u64,
     pub phase_s: u64,
+    /// Option series only: the volatility it is marked at (per square root of a year; 0 on a perp market).
+    pub mark_vol: Ratio,
+    /// Option series only: the underlying's first oracle price published at or after expiry, once there is one.
+    pub settlement_price: Option<Price>,
 }
 
 impl Market {
-    pub fn new(now_s: u64) -> Market {
+    pub fn new(now_s: u64, config: &MarketConfig) -> Market {
         Market {
             open_interest: TokenAmount::ZERO,
             funding_index: Price::ZERO,
@@ -355,6 +434,8 @@ impl Market {
             multiplier_to: Ratio::ONE,
             phase_start_s: now_s,
             phase_s: 0,
+            mark_vol: config.option.as_ref().map_or(Ratio::ZERO, |o| o.mark_vol),
+            settlement_price: None,
         }
     }
 
@@ -497,7 +578,10 @@ pub fn funding_rate(mark: Price, oracle: Price, config: &FundingConfig) -> NumRe
 /// What margin needs to know about one market at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MarketRisk {
+    /// The underlying asset's index.
+    pub underlying: u16,
     pub decimals: u8,
+    /// The price positions are valued at: the underlying's oracle price for a perp, the series' mark for an option.
     pub oracle: Option<Price>,
     pub funding_index: Price,
     /// Ratios after open-interest scaling and the margin multiplier, before the size premium.
@@ -506,9 +590,29 @@ pub struct MarketRisk {
     pub liquidation_end_fraction: Ratio,
     pub size_premium_factor: Ratio,
     pub positive_pnl_initial_weight: Ratio,
+    /// Set on an option series: what its margin reads besides the mark (`crate::option`).
+    pub option: Option<crate::option::OptionRisk>,
 }
 
 impl MarketRisk {
+    /// Every input except the prices (the mark and the underlying's price): what a position's price-independent
+    /// parts may depend on (`crate::maintenance`).
+    pub(crate) fn without_prices(&self) -> MarketRisk {
+        MarketRisk {
+            oracle: None,
+            option: self.option.map(|o| crate::option::OptionRisk {
+                underlying: None,
+                ..o
+            }),
+            ..*self
+        }
+    }
+
+    /// Both prices: the mark and, for an option series, the underlying's.
+    pub(crate) fn prices(&self) -> (Option<Price>, Option<Price>) {
+        (self.oracle, self.option.and_then(|o| o.underlying))
+    }
+
     /// Health contributions of a position at the three levels: `pnl(level) - |base| * P * ratio(level)`, where
     /// pending funding is included in the PnL. All roundings go against the holder.
     pub fn contributions(&self, position: &PerpPosition) -> NumResult<crate::health::Health> {
@@ -526,6 +630,9 @@ impl MarketRisk {
         let pnl = price
             .value_floor(settled.base, self.decimals)?
             .checked_add(settled.quote)?;
+        if let Some(option) = &self.option {
+            return self.option_contributions(option, &settled, price, pnl);
+        }
         let notional = price.value_ceil(settled.base.abs()?, self.decimals)?;
         let premium = self.size_premium(settled.base)?;
         let ratio = |r: Ratio| -> NumResult<Ratio> { Ok(r.checked_add(premium)?.min(Ratio::ONE)) };
@@ -546,6 +653,53 @@ impl MarketRisk {
             initial: initial_pnl.checked_sub(requirement(initial_ratio)?)?,
             liquidation_end: pnl.checked_sub(requirement(liquidation_end_ratio)?)?,
             maintenance: pnl.checked_sub(requirement(maintenance_ratio)?)?,
+        })
+    }
+
+    /// [`MarketRisk::contributions`] of a position in an option series (margin rules in `crate::option`), given
+    /// its value at the mark and its PnL.
+    fn option_contributions(
+        &self,
+        option: &crate::option::OptionRisk,
+        position: &PerpPosition,
+        mark: Price,
+        pnl: Quote,
+    ) -> NumResult<crate::health::Health> {
+        if !position.base.is_negative() {
+            let value = mark.value_floor(position.base, self.decimals)?;
+            let initial = position
+                .quote
+                .checked_add(value.mul_ratio_floor(option.long_initial_weight)?)?;
+            return Ok(crate::health::Health {
+                initial,
+                liquidation_end: pnl,
+                maintenance: pnl,
+            });
+        }
+        let contracts = position.base.abs()?;
+        let between = |maintenance: Ratio, initial: Ratio| -> NumResult<Ratio> {
+            let gap = initial.checked_sub(maintenance)?.max(Ratio::ZERO);
+            maintenance.checked_add(self.liquidation_end_fraction.mul_floor(gap)?)
+        };
+        let requirement = |share: Ratio, floor: Ratio| {
+            option.short_requirement(contracts, self.decimals, share, floor)
+        };
+        let initial_pnl = if pnl.is_positive() {
+            pnl.mul_ratio_floor(self.positive_pnl_initial_weight)?
+        } else {
+            pnl
+        };
+        Ok(crate::health::Health {
+            initial: initial_pnl
+                .checked_sub(requirement(option.initial_share, option.initial_floor)?)?,
+            liquidation_end: pnl.checked_sub(requirement(
+                between(option.maintenance_share, option.initial_share)?,
+                between(option.maintenance_floor, option.initial_floor)?,
+            )?)?,
+            maintenance: pnl.checked_sub(requirement(
+                option.maintenance_share,
+                option.maintenance_floor,
+            )?)?,
         })
     }
 
@@ -623,7 +777,8 @@ impl MarketRisk {
         const ONE: i128 = ballast_num::RATIO_SCALE;
         let in_unit = |r: Ratio| (0..=ONE).contains(&r.raw());
         let base = position.base.raw();
-        if self.decimals > 18
+        if self.option.is_some()
+            || self.decimals > 18
             || base == i128::MIN
             || !(in_unit(self.initial_ratio)
                 && in_unit(self.maintenance_ratio)
@@ -859,6 +1014,7 @@ mod tests {
             quote in signed_wide(),
         ) {
             let risk = MarketRisk {
+                underlying: 0,
                 decimals,
                 oracle: oracle.map(Price::from_raw),
                 funding_index: Price::from_raw(funding_index),
@@ -867,6 +1023,7 @@ mod tests {
                 liquidation_end_fraction: Ratio::from_raw(fraction),
                 size_premium_factor: Ratio::from_raw(factor),
                 positive_pnl_initial_weight: Ratio::from_raw(weight),
+                option: None,
             };
             let position = PerpPosition {
                 market: 0,

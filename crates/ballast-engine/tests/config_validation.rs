@@ -149,7 +149,8 @@ fn the_pool_quotes_at_most_as_many_markets_as_a_sub_account_holds_positions() {
     let text = std::fs::read_to_string(path).unwrap();
     let mut file: ballast_engine::config::ProtocolFile = toml::from_str(&text).unwrap();
     let template = file.market[0].clone();
-    for i in 0..9 {
+    // Three pooled markets in the example, and enough copies to pass the position limit.
+    for i in 0..ballast_engine::limits::MAX_PERP_POSITIONS_PER_SUB_ACCOUNT {
         let mut m = template.clone();
         m.symbol = format!("BTC{i}-PERP");
         file.market.push(m);

@@ -289,8 +289,12 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
                 m.liquidation_fee.to_string(),
                 m.max_leverage.to_string(),
                 m.positive_pnl_initial_weight.to_string(),
-                m.funding.interval_s.to_string(),
-                m.funding.max_rate_per_interval.to_string(),
+                m.funding
+                    .as_ref()
+                    .map_or("-".into(), |f| f.interval_s.to_string()),
+                m.funding
+                    .as_ref()
+                    .map_or("-".into(), |f| f.max_rate_per_interval.to_string()),
             ]
         })
         .collect();
@@ -311,6 +315,49 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
         ],
         rows,
     ));
+
+    let series: Vec<_> = config
+        .markets
+        .iter()
+        .filter_map(|m| m.option.as_ref().map(|o| (m, o)))
+        .collect();
+    if !series.is_empty() {
+        out.push_str(
+            "\noption series (European, cash-settled in the quote asset; strike in USD per whole token, expiry in Unix \
+             seconds, vol per square root of a year; short margin per contract = max(share * S - OTM, floor * S))\n",
+        );
+        let rows = series
+            .iter()
+            .map(|(m, o)| {
+                vec![
+                    m.symbol.clone(),
+                    match o.kind {
+                        ballast_engine::perp::OptionKind::Call => "call".into(),
+                        ballast_engine::perp::OptionKind::Put => "put".into(),
+                    },
+                    o.strike.to_string(),
+                    o.expiry_s.to_string(),
+                    o.mark_vol.to_string(),
+                    format!("{} / {}", o.initial_share, o.initial_floor),
+                    format!("{} / {}", o.maintenance_share, o.maintenance_floor),
+                    o.long_initial_weight.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "series",
+                "kind",
+                "strike",
+                "expiry",
+                "mark vol",
+                "init share / floor",
+                "maint share / floor",
+                "long init w",
+            ],
+            rows,
+        ));
+    }
 
     out.push_str(
         "\ncounterparty pool quoting (impact = skew / impact depth, skew the traders' mean net position against the \
@@ -334,6 +381,38 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
         &["market", "impact depth (USD)", "max impact", "max exposure"],
         rows,
     ));
+    match &config.portfolio_margin {
+        None => out.push_str("\nportfolio margin: off (no [portfolio_margin] section)\n"),
+        Some(pm) => {
+            let list = |moves: &[ballast_num::Ratio]| {
+                moves
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let grid = ballast_engine::portfolio::Grid::new(pm.clone());
+            out.push_str(&format!(
+                "\nportfolio margin ({} scenarios; requirement = worst loss per underlying + contingencies)\n\
+                 \x20 price moves         {}\n\
+                 \x20 vol shocks          up {} / down {} (relative), x sqrt({} days / days to expiry) up to x{}\n\
+                 \x20 tail moves          {} at weight {}\n\
+                 \x20 contingencies       {} x S per short option contract, {} x S per perp token\n\
+                 \x20 initial multiple    {}\n",
+                grid.scenarios.len(),
+                list(&pm.price_moves),
+                pm.vol_shock_up,
+                pm.vol_shock_down,
+                pm.vol_shock_reference_days,
+                pm.vol_shock_max_multiplier,
+                list(&pm.tail_moves),
+                pm.tail_weight,
+                pm.short_option_contingency,
+                pm.perp_contingency,
+                pm.initial_multiple,
+            ));
+        }
+    }
     out
 }
 

@@ -11,7 +11,8 @@
 //!  "markets":[{"symbol","underlying","oracle_price","open_interest","funding_index","fees_collected",
 //!              "insurance_collected","claims_written_off","insurance_paid","socialized_loss",
 //!              "withdrawals_paused_until",
-//!              "reduce_only","paused","margin_multiplier"}],
+//!              "reduce_only","paused","margin_multiplier",
+//!              "option" (series only):{"kind","strike","expiry_s","mark_price","mark_vol","settlement_price"}}],
 //!  "counterparty_pool":null | {"sub_account","total_shares","value","providers":[{"sub_account","shares"}]},
 //!  "treasury":{SYMBOL:AMOUNT},"state_hash":"<hex>"}
 //! ```
@@ -188,6 +189,24 @@ struct MarketSummary {
     paused: bool,
     /// The margin multiplier in force at `now` (phased in linearly by `set_market_risk`).
     margin_multiplier: Ratio,
+    /// Option series only (absent on a perp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    option: Option<OptionSummary>,
+}
+
+#[derive(Debug, Serialize)]
+struct OptionSummary {
+    kind: ballast_engine::perp::OptionKind,
+    /// USD per whole token.
+    strike: Price,
+    /// Unix seconds.
+    expiry_s: u64,
+    /// The series' mark (USD per contract on one whole token), `null` without an underlying price.
+    mark_price: Option<Price>,
+    /// The volatility it is marked at, per square root of a year.
+    mark_vol: Ratio,
+    /// Fixed by the first tight oracle price at or after expiry; `null` before.
+    settlement_price: Option<Price>,
 }
 
 /// `(symbol, value)` pairs written as one JSON object in the given order (a map type would sort the keys).
@@ -247,6 +266,7 @@ impl Summary {
                 owner: sub.owner,
                 margin: match sub.margin {
                     MarginKind::Cross => MarginSpec::Cross,
+                    MarginKind::Portfolio => MarginSpec::Portfolio,
                     MarginKind::Isolated(asset) => MarginSpec::Isolated(symbol(asset)),
                 },
                 balances: BySymbol(balances),
@@ -320,6 +340,14 @@ impl Summary {
                 reduce_only: state.reduce_only,
                 paused: state.paused,
                 margin_multiplier: state.margin_multiplier(engine.now_s()).map_err(context)?,
+                option: config.option.as_ref().map(|o| OptionSummary {
+                    kind: o.kind,
+                    strike: o.strike,
+                    expiry_s: o.expiry_s,
+                    mark_price: engine.market_mark(m as u16),
+                    mark_vol: state.mark_vol,
+                    settlement_price: state.settlement_price,
+                }),
             });
         }
 

@@ -154,7 +154,7 @@ fn check_accepts_the_example_and_describes_it() {
     let dir = TempDir::new("check_ok");
     let out = dir.ballast(&["check", &example_config()]);
     out.expect_code(0)
-        .stdout_has(": ok (3 tiers, 5 assets, 3 perp tiers, 4 markets)")
+        .stdout_has(": ok (3 tiers, 5 assets, 3 perp tiers, 6 markets)")
         .stdout_has("ballast-example")
         .stdout_has("quote asset                          USDC")
         .stdout_has("liquidation_insurance_share          0.25")
@@ -201,7 +201,9 @@ fn check_lists_perp_tiers_and_markets() {
             "1000000000",
             "2000000",
             "BTC-PERP",
-            "ETH-PERP"
+            "ETH-PERP",
+            "BTC-29DEC23-60000-C",
+            "BTC-29DEC23-50000-P"
         ],
         "{out}"
     );
@@ -627,7 +629,14 @@ fn run_example_trades_perps_and_summarizes_positions_and_markets() {
         .collect();
     assert_eq!(
         symbols,
-        ["BTC-PERP", "ETH-PERP", "SOL-PERP", "MNGO-PERP"],
+        [
+            "BTC-PERP",
+            "ETH-PERP",
+            "SOL-PERP",
+            "MNGO-PERP",
+            "BTC-29DEC23-60000-C",
+            "BTC-29DEC23-50000-P"
+        ],
         "{out}"
     );
     assert_eq!(

@@ -278,8 +278,8 @@ impl Engine {
         let symbol = &self.market_configs[m as usize].symbol;
         let underlying = self.market_underlying[m as usize];
         let decimals = self.assets[underlying as usize].decimals;
-        let oracle = self.usable_price(
-            underlying,
+        let oracle = self.usable_mark(
+            m,
             now_s,
             Guard::Liquidation,
             &format!("resolving a bankruptcy in {symbol}"),
@@ -405,8 +405,8 @@ impl Engine {
             .insurance_cap_per_bankruptcy;
         let underlying = self.market_underlying[m as usize];
         let decimals = self.assets[underlying as usize].decimals;
-        let oracle = self.usable_price(
-            underlying,
+        let oracle = self.usable_mark(
+            m,
             now_s,
             Guard::Liquidation,
             &format!("resolving a bankruptcy in {symbol}"),

@@ -1,0 +1,654 @@
+//! European option series in the engine: marking (fixed point against the f64 reference), fills, the standard
+//! short-option margin at three levels, the volatility oracle, expiry (settlement price, closing at the payoff),
+//! liquidation of a short option, and conservation through all of it.
+//!
+//! The example protocol lists `BTC-29DEC23-60000-C` (call, strike 60,000) and `BTC-29DEC23-50000-P` (put, strike
+//! 50,000), both expiring at 1,703,836,800 (2023-12-29 08:00 UTC), 0.075 maintenance share and floor, 0.15 / 0.10
+//! initial share and floor, fees 0.0003.
+
+mod common;
+
+use ballast_engine::{CommandKind, Event, MarginSpec};
+use ballast_num::{Price, Quote, Ratio, TokenAmount};
+use ballast_risk::{EuropeanOption, Model, OptionInputs, OptionKind};
+use common::*;
+
+const CALL: &str = "BTC-29DEC23-60000-C";
+const PUT: &str = "BTC-29DEC23-50000-P";
+const EXPIRY: u64 = 1_703_836_800;
+const BTC_DECIMALS: u8 = 8;
+
+fn mark(v: &Venue, market: &str) -> Price {
+    let m = v.engine.market_index(market).unwrap();
+    v.engine.market_mark(m).expect("a mark")
+}
+
+/// The value of `contracts` whole contracts (negative: short) at `price`, rounded down as the engine does.
+fn value(contracts: i128, price: Price) -> Quote {
+    price
+        .value_floor(TokenAmount::from_raw(contracts * 100_000_000), BTC_DECIMALS)
+        .unwrap()
+}
+
+/// The flat example venue with prices; A (buyer) holds 10,000 USDC and B (writer) 20,000.
+fn venue() -> (Venue, u32, u32) {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let a = v.sub(1, MarginSpec::Cross);
+    let b = v.sub(2, MarginSpec::Cross);
+    v.deposit(a, "USDC", "10000");
+    v.deposit(b, "USDC", "20000");
+    (v, a, b)
+}
+
+#[test]
+fn the_mark_agrees_with_the_f64_reference() {
+    let (mut v, _, _) = venue();
+    for (p, vol) in [
+        ("60000", "0.55"),
+        ("45000", "0.9"),
+        ("80000", "0.2"),
+        ("1000", "2"),
+    ] {
+        v.t += 60;
+        v.price("BTC", p);
+        for market in [CALL, PUT] {
+            v.ok(CommandKind::OptionVol {
+                market: market.into(),
+                vol: vol.parse().unwrap(),
+            });
+            let m = v.engine.market_index(market).unwrap();
+            let series = v.engine.market_configs()[m as usize]
+                .option
+                .clone()
+                .unwrap();
+            let years = (EXPIRY - v.t) as f64 / (365.0 * 86_400.0);
+            let reference = EuropeanOption::new(OptionInputs {
+                model: Model::BlackScholes,
+                kind: if market == CALL {
+                    OptionKind::Call
+                } else {
+                    OptionKind::Put
+                },
+                underlying: p.parse().unwrap(),
+                strike: series.strike.to_string().parse().unwrap(),
+                rate: 0.0,
+                dividend_yield: 0.0,
+                expiry_years: years,
+            })
+            .unwrap()
+            .price(vol.parse().unwrap())
+            .unwrap();
+            let engine: f64 = mark(&v, market).to_string().parse().unwrap();
+            // The fixed-point bound (docs/risk.md) plus the rounding to a Price (10^-12).
+            let bound = 1e-9 * p.parse::<f64>().unwrap().max(60_000.0) + 2e-12;
+            assert!(
+                (engine - reference).abs() <= bound,
+                "{market} at S={p}, vol={vol}: engine {engine}, reference {reference}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_buyer_pays_the_premium_from_collateral_and_the_writer_holds_the_short_margin() {
+    let (mut v, a, b) = venue();
+    // Without collateral for the premium, the buyer is refused.
+    let poor = v.sub(3, MarginSpec::Cross);
+    v.deposit(poor, "USDC", "100");
+    let r = v.fill(CALL, poor, b, true, "1", "4500").unwrap_err();
+    assert_eq!(r.code, "insufficient_health", "{r}");
+
+    v.fill(CALL, a, b, true, "1", "4500").unwrap();
+    let m = mark(&v, CALL);
+    let long = v.engine.sub_accounts()[a as usize].perps[0];
+    let short = v.engine.sub_accounts()[b as usize].perps[0];
+    // Fees: 0.0003 * 4,500 = 1.35 each.
+    assert_eq!(
+        (long.base.raw(), long.quote),
+        (100_000_000, quote("-4501.35"))
+    );
+    assert_eq!(
+        (short.base.raw(), short.quote),
+        (-100_000_000, quote("4498.65"))
+    );
+
+    // Long: initial counts the value at weight 0; the other levels at the mark.
+    let h = v.health(a);
+    assert_eq!(h.initial, quote("5498.65"));
+    let at_mark = quote("5498.65").checked_add(value(1, m)).unwrap();
+    assert_eq!((h.liquidation_end, h.maintenance), (at_mark, at_mark));
+
+    // Short, at the money (S = K = 60,000, OTM 0): maintenance needs max(0.075 S, 0.075 S) = 4,500, initial
+    // max(0.15 S - 0, 0.10 S) = 9,000, liquidation-end halfway (fraction 0.5) = 6,750.
+    let pnl = quote("4498.65").checked_add(value(-1, m)).unwrap();
+    let h = v.health(b);
+    let minus = |x: &str| {
+        quote("20000")
+            .checked_add(pnl)
+            .unwrap()
+            .checked_sub(quote(x))
+            .unwrap()
+    };
+    assert_eq!(h.maintenance, minus("4500"));
+    assert_eq!(h.liquidation_end, minus("6750"));
+    let initial_pnl = if pnl.is_positive() {
+        pnl.mul_ratio_floor("0.9".parse().unwrap()).unwrap()
+    } else {
+        pnl
+    };
+    assert_eq!(
+        h.initial,
+        quote("20000")
+            .checked_add(initial_pnl)
+            .unwrap()
+            .checked_sub(quote("9000"))
+            .unwrap()
+    );
+}
+
+#[test]
+fn out_of_the_money_lowers_the_short_requirement_down_to_its_floor_and_a_put_is_capped_at_its_strike(
+) {
+    let (mut v, a, b) = venue();
+    v.deposit(b, "USDC", "50000");
+    v.fill(PUT, a, b, true, "2", "500").unwrap();
+    let short_pnl = |v: &Venue| {
+        let p = v.engine.sub_accounts()[b as usize].perps[0];
+        p.quote.checked_add(value(-2, mark(v, PUT))).unwrap()
+    };
+    // S = 60,000, K = 50,000: OTM 10,000. Initial per contract max(9,000 - 10,000, 6,000) = 6,000 (the floor);
+    // maintenance max(4,500 - 10,000, 4,500) = 4,500.
+    let h = v.health(b);
+    let base = quote("70000").checked_add(short_pnl(&v)).unwrap();
+    assert_eq!(h.maintenance, base.checked_sub(quote("9000")).unwrap());
+    // S = 1,000,000: the floor 0.075 S = 75,000 exceeds the strike; a short put never loses more than 50,000.
+    v.t += 1;
+    v.price("BTC", "1000000");
+    let h = v.health(b);
+    let base = quote("70000").checked_add(short_pnl(&v)).unwrap();
+    assert_eq!(h.maintenance, base.checked_sub(quote("100000")).unwrap());
+    assert!(h.initial <= h.liquidation_end && h.liquidation_end <= h.maintenance);
+}
+
+#[test]
+fn the_volatility_oracle_moves_the_mark_and_margin_and_bad_prints_change_nothing() {
+    let (mut v, a, b) = venue();
+    v.fill(CALL, a, b, true, "1", "4500").unwrap();
+    let before = mark(&v, CALL);
+    let health_before = v.health(b).maintenance;
+    v.ok(CommandKind::OptionVol {
+        market: CALL.into(),
+        vol: "1.1".parse().unwrap(),
+    });
+    assert!(
+        mark(&v, CALL) > before,
+        "a higher volatility raises the mark"
+    );
+    assert!(
+        v.health(b).maintenance < health_before,
+        "and costs the writer"
+    );
+
+    for (market, vol, code) in [
+        ("BTC-PERP", "0.5", "not_an_option"),
+        (CALL, "0", "bad_vol"),
+        (CALL, "10.5", "bad_vol"),
+        ("NOPE", "0.5", "unknown_market"),
+    ] {
+        let r = v.rejected(CommandKind::OptionVol {
+            market: market.into(),
+            vol: vol.parse().unwrap(),
+        });
+        assert_eq!(r.code, code, "{r}");
+    }
+    let r = v.rejected(CommandKind::UpdateFunding {
+        market: CALL.into(),
+        mark_price: price("3000"),
+    });
+    assert_eq!(r.code, "not_a_perp", "{r}");
+}
+
+#[test]
+fn the_mark_decays_toward_the_payoff_as_expiry_nears() {
+    let (mut v, _, _) = venue();
+    v.t += 60;
+    v.price("BTC", "61000");
+    let far = mark(&v, CALL);
+    v.t = EXPIRY - 3600;
+    v.all_prices(); // BTC 60,000 again, an hour before expiry
+    v.t += 60;
+    v.price("BTC", "61000");
+    let near = mark(&v, CALL);
+    assert!(near < far, "time value decays: {near} < {far}");
+    assert!(near >= price("1000"), "never below the payoff: {near}");
+}
+
+#[test]
+fn expiry_stops_trading_then_the_first_tight_print_fixes_settlement_and_positions_close_at_the_payoff(
+) {
+    let (mut v, a, b) = venue();
+    v.deposit(b, "USDC", "30000");
+    v.fill(CALL, a, b, true, "1.5", "3000").unwrap();
+    v.fill(PUT, a, b, true, "1", "800").unwrap();
+    let oi_before = v.engine.markets()[v.engine.market_index(CALL).unwrap() as usize].open_interest;
+    assert_eq!(oi_before.raw(), 150_000_000);
+
+    v.t = EXPIRY;
+    let r = v.fill(CALL, a, b, true, "0.01", "3000").unwrap_err();
+    assert_eq!(r.code, "market_expired", "{r}");
+    let r = v.rejected(CommandKind::ExpireMarket {
+        market: CALL.into(),
+    });
+    assert_eq!(r.code, "not_settled", "{r}");
+
+    // A price published a second before expiry does not settle; neither does a wide one after it.
+    v.t += 5;
+    v.ok(CommandKind::OraclePrice {
+        asset: "USDC".into(),
+        price: price("1"),
+        confidence: price("0.0001"),
+        publish_time: v.t,
+    });
+    let events = v.ok(CommandKind::OraclePrice {
+        asset: "BTC".into(),
+        price: price("64000"),
+        confidence: price("64"),
+        publish_time: EXPIRY - 1,
+    });
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::SettlementPriceFixed { .. })));
+    let events = v.ok(CommandKind::OraclePrice {
+        asset: "BTC".into(),
+        price: price("64100"),
+        confidence: price("5000"),
+        publish_time: EXPIRY + 1,
+    });
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::SettlementPriceFixed { .. })));
+    let events = v.ok(CommandKind::OraclePrice {
+        asset: "BTC".into(),
+        price: price("64200"),
+        confidence: price("30"),
+        publish_time: EXPIRY + 2,
+    });
+    let fixed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SettlementPriceFixed {
+                market,
+                settlement_price,
+                payoff,
+                ..
+            } => Some((market.clone(), *settlement_price, *payoff)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fixed,
+        vec![
+            (CALL.to_string(), price("64200"), price("4200")),
+            (PUT.to_string(), price("64200"), price("0")),
+        ]
+    );
+    // Settled: the mark is the payoff exactly and a short needs nothing beyond it.
+    assert_eq!(mark(&v, CALL), price("4200"));
+    let r = v.rejected(CommandKind::OptionVol {
+        market: CALL.into(),
+        vol: "0.5".parse().unwrap(),
+    });
+    assert_eq!(r.code, "market_expired", "{r}");
+    // A later print does not move the settlement.
+    v.t += 10;
+    v.price("BTC", "50000");
+    assert_eq!(mark(&v, CALL), price("4200"));
+
+    let quote_a = v.engine.sub_accounts()[a as usize].perps[0].quote;
+    let events = v.ok(CommandKind::ExpireMarket {
+        market: CALL.into(),
+    });
+    let closed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PositionExpired {
+                sub_account,
+                payoff,
+                ..
+            } => Some((*sub_account, *payoff)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![(a, quote("6300")), (b, quote("-6300"))]);
+    let m = v.engine.market_index(CALL).unwrap();
+    assert!(v.engine.markets()[m as usize].open_interest.is_zero());
+    let long = v.engine.sub_accounts()[a as usize].perp(m).unwrap();
+    assert_eq!(
+        (long.base.raw(), long.quote),
+        (0, quote_a.checked_add(quote("6300")).unwrap())
+    );
+    // The PnL now settles into deposits like a perp's: B pays A.
+    v.ok(CommandKind::SettlePnl {
+        market: CALL.into(),
+        winner: a,
+        loser: b,
+    });
+    let usdc = v.engine.asset_index("USDC").unwrap();
+    let a_usdc = v.engine.balance_native(a, usdc).unwrap();
+    // 10,000 + the call's PnL: 6,300 - 4,500 - 1.35 (premium and fee); the put's quote stays in its position.
+    assert_eq!(a_usdc.raw(), 11_798_650_000);
+    // A second expiry has nothing to close; the put expires worthless.
+    let events = v.ok(CommandKind::ExpireMarket {
+        market: CALL.into(),
+    });
+    assert!(matches!(
+        events.last(),
+        Some(Event::MarketExpired {
+            positions_closed: 0,
+            ..
+        })
+    ));
+    v.ok(CommandKind::ExpireMarket { market: PUT.into() });
+    let r = v.rejected(CommandKind::ExpireMarket {
+        market: "BTC-PERP".into(),
+    });
+    assert_eq!(r.code, "not_an_option", "{r}");
+}
+
+#[test]
+fn a_short_call_is_liquidated_when_the_underlying_rallies() {
+    let (mut v, a, b) = venue();
+    v.fill(CALL, a, b, true, "1", "4500").unwrap();
+    let l = v.sub(9, MarginSpec::Cross);
+    v.deposit(l, "USDC", "1000000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.t += 60;
+    let events = v.price("BTC", "80000");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::MarginCall { sub_account, .. } if *sub_account == b)),
+        "{events:?}"
+    );
+    let events = v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: b,
+    });
+    let Some(Event::PerpLiquidated { market, base, .. }) = events
+        .iter()
+        .find(|e| matches!(e, Event::PerpLiquidated { .. }))
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(market, CALL);
+    assert!(base.to_string().starts_with('-'), "the target was short");
+    let h = v.health(b);
+    let flat = v.engine.sub_accounts()[b as usize]
+        .perps
+        .iter()
+        .all(|p| p.base.is_zero());
+    assert!(
+        !h.liquidation_end.is_negative() || flat,
+        "back to liquidation-end health or closed: {h:?}"
+    );
+}
+
+#[test]
+fn option_series_are_validated_with_field_names() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/protocol.toml"
+    ))
+    .unwrap();
+    let broken = text
+        .replace("strike = \"60000\"", "strike = \"-1\"")
+        .replace("mark_vol = \"0.6\"", "mark_vol = \"0\"");
+    let errors = ballast_engine::ProtocolConfig::from_toml("p.toml", &broken)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("market BTC-29DEC23-60000-C: option strike -1 must be positive"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("market BTC-29DEC23-50000-P: option mark_vol 0 must be above 0"),
+        "{errors}"
+    );
+    // A perp without funding, an option with funding or a pool.
+    let no_funding = text.replacen(
+        "[market.funding]\ninterval_s = 3600\nmax_rate_per_interval = \"0.0005\"\n[market.pool]",
+        "[market.pool]",
+        1,
+    );
+    let errors = ballast_engine::ProtocolConfig::from_toml("p.toml", &no_funding)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("market BTC-PERP: funding is missing"),
+        "{errors}"
+    );
+}
+
+/// A random session of option writers and buyers, cross and portfolio-margined, with perps beside them: fills,
+/// volatility prints, price moves with shocks, liquidations, settlements, bankruptcies, then expiry and the
+/// closing of every series.
+fn option_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<ballast_engine::Command> {
+    use ballast_engine::command::Side;
+    use ballast_num::TokenQuantity;
+    let mut rng = Rng::new(seed);
+    // Three days before expiry, so that short-expiry volatility shocks and the expiry itself are in play.
+    let mut t = EXPIRY - 3 * 86_400;
+    let mut out = Vec::new();
+    let mut btc = 60_000i128;
+    let publish = |out: &mut Vec<ballast_engine::Command>, t: u64, btc: i128| {
+        for (asset, p) in [("USDC", 1i128), ("BTC", btc), ("ETH", 3_000), ("SOL", 150)] {
+            out.push(cmd(
+                t,
+                CommandKind::OraclePrice {
+                    asset: asset.into(),
+                    price: Price::from_raw(p * 1_000_000_000_000),
+                    confidence: Price::from_raw(p * 100_000_000),
+                    publish_time: t,
+                },
+            ));
+        }
+    };
+    publish(&mut out, t, btc);
+    for owner in 0..=n_traders as u64 {
+        out.push(cmd(t, CommandKind::CreateAccount { owner }));
+        let margin = if owner > 0 && rng.chance(50) {
+            MarginSpec::Portfolio
+        } else {
+            MarginSpec::Cross
+        };
+        out.push(cmd(t, CommandKind::OpenSubAccount { owner, margin }));
+        let usdc = if owner == 0 {
+            10_000_000
+        } else {
+            2_000 + rng.below(30_000) as i128
+        };
+        out.push(cmd(
+            t,
+            CommandKind::Deposit {
+                sub_account: owner as u32,
+                asset: "USDC".into(),
+                amount: TokenQuantity::from_int(usdc).unwrap(),
+            },
+        ));
+        if owner > 0 && rng.chance(30) {
+            out.push(cmd(
+                t,
+                CommandKind::Deposit {
+                    sub_account: owner as u32,
+                    asset: "BTC".into(),
+                    amount: TokenQuantity::from_int(1).unwrap(),
+                },
+            ));
+        }
+    }
+    out.push(cmd(t, CommandKind::RegisterLiquidator { sub_account: 0 }));
+    let markets = [CALL, PUT, "BTC-PERP"];
+    for _ in 0..n_moves {
+        for _ in 0..5 {
+            let market = *rng.pick(&markets);
+            let taker = 1 + rng.below(n_traders as u64) as u32;
+            let maker = 1 + rng.below(n_traders as u64) as u32;
+            let steps = 1 + rng.below(1_000) as i128; // 0.01 .. 10 contracts
+            let premium = match market {
+                "BTC-PERP" => btc,
+                CALL => (btc - 60_000).max(0) + 1_000 + rng.below(4_000) as i128,
+                _ => (50_000 - btc).max(0) + 100 + rng.below(2_000) as i128,
+            };
+            out.push(cmd(
+                t,
+                CommandKind::PerpFill {
+                    market: market.into(),
+                    taker,
+                    maker,
+                    side: if rng.chance(50) {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    },
+                    size: TokenQuantity::from_raw(steps * 10i128.pow(16)),
+                    price: Price::from_raw(premium * 1_000_000_000_000),
+                },
+            ));
+        }
+        t += 600;
+        let shock = match rng.below(100) {
+            0..=7 => 20,
+            8..=22 => 8,
+            _ => 2,
+        };
+        btc = (btc * (100 + rng.below(2 * shock + 1) as i128 - shock as i128) / 100).max(1_000);
+        publish(&mut out, t, btc);
+        if rng.chance(30) {
+            out.push(cmd(
+                t,
+                CommandKind::OptionVol {
+                    market: (*rng.pick(&[CALL, PUT])).into(),
+                    vol: Ratio::from_raw((30 + rng.below(120) as i128) * 10i128.pow(16)),
+                },
+            ));
+        }
+        for target in 1..=n_traders {
+            if rng.chance(50) {
+                out.push(cmd(
+                    t,
+                    CommandKind::Liquidate {
+                        liquidator: 0,
+                        target,
+                    },
+                ));
+            }
+            let winner = rng.below(n_traders as u64 + 1) as u32;
+            let market = *rng.pick(&markets);
+            out.push(cmd(
+                t,
+                CommandKind::SettlePnl {
+                    market: market.into(),
+                    winner,
+                    loser: target,
+                },
+            ));
+            out.push(cmd(t, CommandKind::ResolveBankruptcy { target }));
+        }
+    }
+    // Expiry: a price after it settles both series, which then close; every trader settles.
+    t = t.max(EXPIRY) + 60;
+    publish(&mut out, t, btc);
+    for market in [CALL, PUT] {
+        out.push(cmd(
+            t,
+            CommandKind::ExpireMarket {
+                market: market.into(),
+            },
+        ));
+        for target in 1..=n_traders {
+            out.push(cmd(
+                t,
+                CommandKind::SettlePnl {
+                    market: market.into(),
+                    winner: rng.below(n_traders as u64 + 1) as u32,
+                    loser: target,
+                },
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn option_streams_replay_to_the_same_hash_and_keep_every_invariant() {
+    let base = seed("option_streams", 0x0F7);
+    let (mut n_fills, mut n_liquidated, mut n_expired, mut n_pm_calls) = (0, 0, 0, 0);
+    let mut fill_rejections = std::collections::BTreeMap::new();
+    for s in base..base + 3 {
+        let stream = option_stream(s, 12, 40);
+        let mut engine = ballast_engine::Engine::new(flat_config(), GENESIS);
+        let mut hashes = vec![engine.state_hash()];
+        for command in &stream {
+            let before = hashes.last().unwrap().clone();
+            match engine.apply(command) {
+                Ok(events) => {
+                    for e in &events {
+                        match e {
+                            Event::PerpFilled { .. } => n_fills += 1,
+                            Event::PerpLiquidated { .. } => n_liquidated += 1,
+                            Event::PositionExpired { .. } => n_expired += 1,
+                            Event::MarginCall { sub_account, .. }
+                                if engine.sub_accounts()[*sub_account as usize].margin
+                                    == ballast_engine::MarginKind::Portfolio =>
+                            {
+                                n_pm_calls += 1
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(r) => {
+                    if matches!(command.kind, CommandKind::PerpFill { .. }) {
+                        *fill_rejections.entry(r.code).or_insert(0) += 1;
+                    }
+                    assert_eq!(
+                        engine.state_hash(),
+                        before,
+                        "seed {s}: a rejection changed the state"
+                    )
+                }
+            }
+            hashes.push(engine.state_hash());
+        }
+        engine.check_invariants().unwrap();
+        let mut replay = ballast_engine::Engine::new(flat_config(), GENESIS);
+        for (i, command) in stream.iter().enumerate() {
+            let _ = replay.apply(command);
+            if i % 50 == 0 || i + 1 == stream.len() {
+                assert_eq!(
+                    replay.state_hash(),
+                    hashes[i + 1],
+                    "seed {s}: replay diverged at {i}"
+                );
+            }
+        }
+        // After expiry every option position is flat.
+        for sub in engine.sub_accounts() {
+            for p in &sub.perps {
+                let symbol = &engine.market_configs()[p.market as usize].symbol;
+                if symbol != "BTC-PERP" {
+                    assert!(
+                        p.base.is_zero(),
+                        "seed {s}: open position in {symbol} after expiry"
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "fills {n_fills}, liquidations {n_liquidated}, expired {n_expired}, portfolio margin calls {n_pm_calls}, \
+         fill rejections {fill_rejections:?}"
+    );
+    assert!(n_fills > 50 && n_liquidated > 5 && n_expired > 20 && n_pm_calls > 2);
+}
