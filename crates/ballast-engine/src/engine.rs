@@ -1590,7 +1590,7 @@ impl Engine {
             reference_price: next.reference,
             publish_time,
         }];
-        self.fix_settlement_prices(asset, next, &mut events)?;
+        self.fix_settlement_prices(now_s, asset, next, &mut events)?;
         self.reevaluate_holders(now_s, asset, &mut events)?;
         Ok(events)
     }
@@ -2151,11 +2151,13 @@ impl Engine {
                 ),
             ));
         }
+        // The counterparty pool (`perps_only`) takes over positions only in markets it quotes (never option series).
         let markets: Vec<MarketIdx> = target_sub
             .perps
             .iter()
             .filter(|p| !p.base.is_zero())
             .map(|p| p.market)
+            .filter(|&m| !perps_only || self.market_configs[m as usize].pool.is_some())
             .collect();
         let mut events = Vec::new();
         // A step that cannot improve health is skipped (the next position or pair may); only if none could does the
@@ -2401,11 +2403,17 @@ impl Engine {
             oracle.mul_ratio(Ratio::ONE.checked_add(fee_ratio)?, Rounding::Ceil)?
         };
         let full = tp.base.abs()?;
-        let limit_base = oracle.amount_for_value(
-            self.protocol.liquidation_max_step_notional,
-            decimals,
-            Rounding::Floor,
-        )?;
+        // A position marked at zero (an option far out of the money, or settled worthless) has no notional: the step
+        // limit does not bind it.
+        let limit_base = if oracle.is_positive() {
+            oracle.amount_for_value(
+                self.protocol.liquidation_max_step_notional,
+                decimals,
+                Rounding::Floor,
+            )?
+        } else {
+            full
+        };
         let max_steps = (full.raw() / step.raw()).min((limit_base.raw() / step.raw()).max(1));
         let full_steps = full.raw() / step.raw();
         let share = self.protocol.liquidation_insurance_share;
@@ -3496,9 +3504,15 @@ pub(crate) fn balance_amount(scaled: i128, risk: &AssetRisk) -> NumResult<TokenA
 }
 
 /// The size of one liquidation step (`1..=max`, in steps or native units): the least that brings liquidation-end
-/// health, `le(size)` (non-decreasing in size), to zero or above, found by binary search, or `max` if none does.
+/// health, `le(size)`, to zero or above, found by binary search, or `max` if none does.
 /// If that does not improve health on `le(0)`, the step takes `fallback` (the whole position or debt) instead.
 /// Returns the size and whether it is the full `fallback`, or `None` when not even that improves health.
+///
+/// Under weights and ratios `le` is non-decreasing in the size. Under portfolio margin it is concave instead (the
+/// requirement is a maximum of losses each linear in the size): it rises while the step hedges the worst scenario
+/// and falls once the step overshoots into another. So when `max` does not restore health, the search first finds
+/// the peak (the first size after which `le` strictly falls; `max` for a non-decreasing `le`), then the least
+/// restoring size below it if the peak restores health, or else the peak itself if `max` does not even improve.
 fn least_restoring_step(
     max: i128,
     fallback: i128,
@@ -3506,8 +3520,28 @@ fn least_restoring_step(
 ) -> NumResult<Option<(i128, bool)>> {
     let before = le(0)?;
     let mut size = max;
-    if !le(max)?.is_negative() {
-        let (mut lo, mut hi) = (1, max);
+    let mut top = max;
+    let at_max = le(max)?;
+    if at_max.is_negative() {
+        let (mut lo, mut hi) = (0, max);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if le(mid + 1)? < le(mid)? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        // A peak that restores health is searched below; one that does not replaces `max` only when `max` itself
+        // does not improve (a non-decreasing `le` with rounding noise keeps taking `max`, as it always has).
+        if !le(lo)?.is_negative() {
+            top = lo;
+        } else if at_max <= before {
+            size = lo;
+        }
+    }
+    if !le(top)?.is_negative() {
+        let (mut lo, mut hi) = (1, top);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if le(mid)?.is_negative() {
@@ -3529,9 +3563,6 @@ fn least_restoring_step(
     Ok(Some((size, full)))
 }
 
-/// Maintenance health of a sub-account from a table of asset risks, computed afresh: the reference for the oracle
-/// hot path's incremental version ([`crate::maintenance::maintenance_health`]).
-#[inline]
 /// Health of a portfolio-margined book (`crate::portfolio`): `balances` as (asset, scaled units), `positions` as
 /// held. With a `guard`, the view for new risk: a deposit in an asset whose price has a problem under the guard
 /// counts zero and leaves the scenarios, and a debt or an open position on such an asset blocks (`Err`).
@@ -3569,14 +3600,16 @@ fn portfolio_health(
             }
             Err(_) => continue,
         };
-        equity = equity.checked_add(price.value_floor(amount, risk.decimals)?)?;
-        if asset != table.quote_asset {
+        if asset == table.quote_asset {
+            equity = equity.checked_add(price.value_floor(amount, risk.decimals)?)?;
+        } else {
             holdings.push(Holding {
                 group: asset,
                 amount,
                 decimals: risk.decimals,
+                price,
                 deltas: table.asset_deltas(asset)?,
-                contingency: Quote::ZERO,
+                contingency_price: Price::ZERO,
             });
         }
     }
@@ -3596,32 +3629,34 @@ fn portfolio_health(
                 }));
             }
         }
-        equity = equity
-            .checked_add(settled.quote)?
-            .checked_add(mark.value_floor(settled.base, risk.decimals)?)?;
+        equity = equity.checked_add(settled.quote)?;
         if settled.base.is_zero() {
             continue;
         }
-        let spot = table.assets[risk.underlying as usize]
-            .oracle
-            .map_or(Price::ZERO, |o| o.price);
         let rate = match &risk.option {
             None => grid.config.perp_contingency,
             Some(o) if o.settled || settled.base.is_positive() => Ratio::ZERO,
             Some(_) => grid.config.short_option_contingency,
         };
-        let contingency = spot
-            .mul_ratio(rate, Rounding::Ceil)?
-            .value_ceil(settled.base.abs()?, risk.decimals)?;
+        let contingency_price = if rate.is_zero() {
+            Price::ZERO
+        } else {
+            table.assets[risk.underlying as usize]
+                .oracle
+                .map_or(Ok(Price::ZERO), |o| o.price.mul_ratio(rate, Rounding::Ceil))?
+        };
         holdings.push(Holding {
             group: risk.underlying,
             amount: settled.base,
             decimals: risk.decimals,
+            price: mark,
             deltas: table.market_deltas(position.market)?,
-            contingency,
+            contingency_price,
         });
     }
-    let maintenance = crate::portfolio::requirement(&mut holdings, grid)?;
+    let totals = crate::portfolio::evaluate(&mut holdings, grid)?;
+    let equity = equity.checked_add(totals.value)?;
+    let maintenance = totals.requirement;
     let initial = maintenance.mul_ratio_ceil(grid.config.initial_multiple)?;
     let fraction = table
         .assets
@@ -3636,6 +3671,9 @@ fn portfolio_health(
     }))
 }
 
+/// Maintenance health of a sub-account from a table of asset risks, computed afresh: the reference for the oracle
+/// hot path's incremental version ([`crate::maintenance::maintenance_health`]).
+#[inline]
 pub(crate) fn maintenance_health(sub: &SubAccount, table: &RiskTable) -> NumResult<Quote> {
     if sub.margin == MarginKind::Portfolio {
         let balances: Vec<(AssetIdx, i128)> =

@@ -27,7 +27,8 @@
 //!
 //! * **Long** (`n > 0`): its value `n * mark` counts at `long_initial_weight` in initial health (0 by default: the
 //!   premium is paid from collateral) and in full at liquidation-end and maintenance. It has no requirement: it
-//!   cannot lose more than its value.
+//!   cannot lose more than its value. As for perps, a positive result (quote plus weighted value, e.g. the payoff
+//!   of a closed winner before it settles) counts at `positive_pnl_initial_weight` in initial health.
 //! * **Short** (`n < 0`): its PnL (`quote + n * mark`, so the mark is already counted) less a requirement per
 //!   contract of `max(share * S - OTM, floor * S)`, the usual shape (Deribit's and CME's short-option minimum),
 //!   capped at the strike for a put (a short put cannot lose more than `K`). Initial and maintenance levels take
@@ -42,8 +43,9 @@
 //! ## Expiry
 //!
 //! Trading stops at `expiry_s` (fills at or after it are refused). The first oracle price of the underlying whose
-//! publish time is at or after expiry fixes the settlement price (recorded by the oracle command, one event per
-//! series). `expire_market` (anyone may send it) then closes every position at the payoff: each position's quote
+//! publish time is at or after expiry and that is usable for new risk (within the asset's confidence limit and close
+//! to its slow reference price, so one manipulated print cannot fix the payoff) fixes the settlement price
+//! (recorded by the oracle command, one event per series). `expire_market` (anyone may send it) then closes every position at the payoff: each position's quote
 //! receives `base * intrinsic` (rounded down, remainders to the market's dust like funding), its base becomes zero,
 //! and open interest goes to zero. Unsettled PnL then settles into deposits like any perp PnL.
 
@@ -77,8 +79,12 @@ pub struct OptionRisk {
 /// The largest volatility a series may be marked at (1000 % a year).
 pub const MAX_MARK_VOL: Ratio = Ratio::from_raw(10 * Ratio::SCALE);
 
-/// The longest time to expiry at listing, and the farthest expiry: 10 years and the year 9999.
-pub const MAX_EXPIRY_S: u64 = 253_402_300_799;
+/// The farthest expiry a series may have: 2100-01-01 00:00 UTC.
+pub const MAX_EXPIRY_S: u64 = 4_102_444_800;
+
+/// Time to expiry counts at most this many 365-day years (so that `rate * T` stays within the pricer's domain for
+/// any rate the protocol file allows): only a print published decades before a far expiry reaches it.
+pub const MAX_YEARS: u64 = 40;
 
 /// Every rule an option series must meet (messages name the field).
 pub fn validate_series(series: &OptionSeriesConfig) -> Vec<String> {
@@ -153,9 +159,12 @@ pub fn intrinsic(kind: OptionKind, strike: Price, spot: Price) -> NumResult<Pric
     Ok(gain.max(Price::ZERO))
 }
 
-/// Years from `from_s` to `to_s` (0 when `to_s <= from_s`), at scale 10^18, rounded down; 365-day years.
+/// Years from `from_s` to `to_s` (0 when `to_s <= from_s`, at most [`MAX_YEARS`]), at scale 10^18, rounded down;
+/// 365-day years.
 pub fn years_between(from_s: u64, to_s: u64) -> NumResult<Ratio> {
-    let seconds = to_s.saturating_sub(from_s);
+    let seconds = to_s
+        .saturating_sub(from_s)
+        .min(MAX_YEARS * SECONDS_PER_YEAR);
     Ratio::from_fraction(seconds as i128, SECONDS_PER_YEAR as i128, Rounding::Floor)
 }
 

@@ -667,9 +667,12 @@ impl MarketRisk {
     ) -> NumResult<crate::health::Health> {
         if !position.base.is_negative() {
             let value = mark.value_floor(position.base, self.decimals)?;
-            let initial = position
+            let mut initial = position
                 .quote
                 .checked_add(value.mul_ratio_floor(option.long_initial_weight)?)?;
+            if initial.is_positive() {
+                initial = initial.mul_ratio_floor(self.positive_pnl_initial_weight)?;
+            }
             return Ok(crate::health::Health {
                 initial,
                 liquidation_end: pnl,

@@ -54,6 +54,12 @@ pub const MAX_MOVES: usize = 32;
 /// Most scenarios a grid has: every core move with three volatility states, and every tail move.
 pub const MAX_SCENARIOS: usize = 4 * MAX_MOVES;
 
+// `requirement`'s fast path bounds a group's sum by 64 terms.
+const _: () = assert!(
+    crate::limits::MAX_BALANCES_PER_SUB_ACCOUNT + crate::limits::MAX_PERP_POSITIONS_PER_SUB_ACCOUNT
+        <= 64
+);
+
 /// `[portfolio_margin]`: the scenario grid and add-ons. Every field has a default.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -252,9 +258,11 @@ impl Grid {
                             VolShock::Unchanged => option.vol,
                             VolShock::Up => up.min(crate::option::MAX_MARK_VOL),
                         };
+                        // Within the pricer's domain: at least one raw unit, at most the highest oracle price.
                         let shocked = spot
                             .checked_add(spot.mul_ratio(s.price_move, Rounding::Floor)?)?
-                            .max(Price::from_raw(1));
+                            .max(Price::from_raw(1))
+                            .min(crate::limits::MAX_PRICE);
                         let value = crate::option::model_price(
                             option.kind,
                             shocked,
@@ -303,17 +311,34 @@ pub struct Holding<'a> {
     pub amount: TokenAmount,
     /// The underlying's decimals.
     pub decimals: u8,
+    /// Value of one whole token or contract now (the oracle price of a balance, the mark of a position).
+    pub price: Price,
     /// Change of one whole token or contract in each scenario of the grid.
     pub deltas: &'a [Price],
-    /// The holding's contingency add-on (rounded up).
-    pub contingency: Quote,
+    /// Contingency add-on per whole token or contract of the holding's size (zero for most), rounded up.
+    pub contingency_price: Price,
 }
 
-/// The maintenance requirement of a set of holdings over `grid` (module docs). The holdings are sorted by group.
-pub fn requirement(holdings: &mut [Holding], grid: &Grid) -> NumResult<Quote> {
+/// What [`evaluate`] finds for a set of holdings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Totals {
+    /// Their value now, rounded down once per group.
+    pub value: Quote,
+    /// The maintenance requirement: worst weighted loss per group plus contingencies (module docs).
+    pub requirement: Quote,
+}
+
+/// The value and the maintenance requirement of a set of holdings over `grid` (module docs). The holdings are sorted
+/// by group. Per group, every product `amount * per-token number` is summed exactly in `i128` and rounded once
+/// (value down, loss and contingency up); a group too large for that is rounded holding by holding instead, in the
+/// same directions.
+pub fn evaluate(holdings: &mut [Holding], grid: &Grid) -> NumResult<Totals> {
     holdings.sort_by_key(|h| h.group);
     let n = grid.scenarios.len();
-    let mut total = Quote::ZERO;
+    let mut totals = Totals {
+        value: Quote::ZERO,
+        requirement: Quote::ZERO,
+    };
     let mut sums_storage = [0i128; MAX_SCENARIOS];
     let sums = &mut sums_storage[..n];
     let mut start = 0;
@@ -324,65 +349,136 @@ pub fn requirement(holdings: &mut [Holding], grid: &Grid) -> NumResult<Quote> {
                 .iter()
                 .take_while(|h| h.group == group)
                 .count();
-        let decimals = holdings[start].decimals;
+        let members = &holdings[start..end];
+        let decimals = members[0].decimals;
+        if members.iter().any(|h| {
+            h.deltas.len() != n || h.decimals != decimals || h.contingency_price.is_negative()
+        }) {
+            return Err(NumError::Domain {
+                op: "portfolio holding",
+            });
+        }
         let divisor = ballast_num::pow10(decimals as u32 + ballast_num::QUOTE_DECIMALS)?;
-        sums.iter_mut().for_each(|s| *s = 0);
-        let mut exact = true;
-        for h in &holdings[start..end] {
-            if h.deltas.len() != n || h.decimals != decimals {
-                return Err(NumError::Domain {
-                    op: "portfolio holding",
-                });
-            }
-            total = total.checked_add(h.contingency)?;
-            if h.amount.is_zero() {
-                continue;
-            }
-            let bump = h.amount.is_negative() as i128;
-            for (sum, delta) in sums.iter_mut().zip(h.deltas) {
-                let product = delta
-                    .raw()
-                    .checked_add(bump)
-                    .and_then(|d| h.amount.raw().checked_mul(d))
-                    .and_then(|p| sum.checked_add(p));
-                match product {
-                    Some(p) => *sum = p,
-                    None => {
-                        exact = false;
-                        break;
+        let (value, worst, contingency) = match exact_sums(members, sums) {
+            Some((value_sum, contingency_sum)) => (
+                Quote::from_raw(value_sum.div_euclid(divisor)),
+                worst_loss(sums, grid, |sum| {
+                    Ok(Quote::from_raw(sum.div_euclid(divisor)))
+                })?,
+                Quote::from_raw(
+                    contingency_sum.div_euclid(divisor)
+                        + (contingency_sum.rem_euclid(divisor) != 0) as i128,
+                ),
+            ),
+            None => rounded_each(members, grid, decimals)?,
+        };
+        totals.value = totals.value.checked_add(value)?;
+        totals.requirement = totals
+            .requirement
+            .checked_add(worst)?
+            .checked_add(contingency)?;
+        start = end;
+    }
+    Ok(totals)
+}
+
+/// A group's exact sums: each scenario's change into `sums`, and (value, contingency), all in units of
+/// `10^-(decimals + 6)` USD; `None` if one of them would overflow. A negative amount's change uses the per-token
+/// change plus one raw unit (an upper bound of the true change).
+fn exact_sums(members: &[Holding], sums: &mut [i128]) -> Option<(i128, i128)> {
+    sums.iter_mut().for_each(|s| *s = 0);
+    let (mut value, mut contingency) = (0i128, 0i128);
+    // While every holding so far has |amount| * (its largest per-token number + 1) <= i128::MAX / 64, no product and
+    // no partial sum (at most 64 holdings) can overflow: plain arithmetic gives the checked result. After the first
+    // holding that does not, the rest of the group is checked.
+    let mut all_small = true;
+    for h in members {
+        let amount = h.amount.raw();
+        if amount == 0 {
+            continue;
+        }
+        let bump = (amount < 0) as i128;
+        let largest = h
+            .deltas
+            .iter()
+            .map(|d| d.raw().unsigned_abs())
+            .chain([
+                h.price.raw().unsigned_abs(),
+                h.contingency_price.raw().unsigned_abs(),
+            ])
+            .max()
+            .unwrap_or(0);
+        all_small &= largest
+            .checked_add(1)
+            .and_then(|l| l.checked_mul(amount.unsigned_abs()))
+            .is_some_and(|p| p <= i128::MAX as u128 / 64);
+        if all_small {
+            match i64::try_from(amount) {
+                // Both factors fit in 64 bits (the amount, and every per-token change plus the bump, which is at
+                // most `largest + 1 <= i64::MAX`): one widening multiply each, the same products.
+                Ok(narrow) if largest < i64::MAX as u128 => {
+                    for (sum, delta) in sums.iter_mut().zip(h.deltas) {
+                        let d = (delta.raw() + bump) as i64;
+                        *sum = sum.wrapping_add(narrow as i128 * d as i128);
+                    }
+                }
+                _ => {
+                    for (sum, delta) in sums.iter_mut().zip(h.deltas) {
+                        *sum =
+                            sum.wrapping_add(amount.wrapping_mul(delta.raw().wrapping_add(bump)));
                     }
                 }
             }
-            if !exact {
-                break;
-            }
+            value = value.wrapping_add(amount.wrapping_mul(h.price.raw()));
+            contingency = contingency.wrapping_add(
+                amount
+                    .wrapping_abs()
+                    .wrapping_mul(h.contingency_price.raw()),
+            );
+            continue;
         }
-        let worst = if exact {
-            worst_loss(sums, grid, |sum| {
-                Ok(Quote::from_raw(sum.div_euclid(divisor)))
-            })?
-        } else {
-            // Too large for one exact sum: each holding rounded down on its own (still a lower bound of its
-            // change), summed with checked arithmetic.
-            let mut values = vec![Quote::ZERO; n];
-            for h in &holdings[start..end] {
-                let bump = h.amount.is_negative() as i128;
-                for (value, delta) in values.iter_mut().zip(h.deltas) {
-                    let delta = Price::from_raw(delta.raw().checked_add(bump).ok_or(
-                        NumError::Overflow {
-                            op: "portfolio delta",
-                        },
-                    )?);
-                    *value = value.checked_add(delta.value_floor(h.amount, decimals)?)?;
-                }
-            }
-            let raw: Vec<i128> = values.iter().map(|v| v.raw()).collect();
-            worst_loss(&raw, grid, |v| Ok(Quote::from_raw(v)))?
-        };
-        total = total.checked_add(worst)?;
-        start = end;
+        for (sum, delta) in sums.iter_mut().zip(h.deltas) {
+            *sum = sum.checked_add(amount.checked_mul(delta.raw().checked_add(bump)?)?)?;
+        }
+        value = value.checked_add(amount.checked_mul(h.price.raw())?)?;
+        contingency = contingency.checked_add(
+            amount
+                .checked_abs()?
+                .checked_mul(h.contingency_price.raw())?,
+        )?;
     }
-    Ok(total)
+    Some((value, contingency))
+}
+
+/// A group too large for exact sums: (value, worst loss, contingency) with each holding rounded on its own, in the
+/// same directions, and checked sums.
+fn rounded_each(
+    members: &[Holding],
+    grid: &Grid,
+    decimals: u8,
+) -> NumResult<(Quote, Quote, Quote)> {
+    let n = grid.scenarios.len();
+    let mut changes = vec![0i128; n];
+    let (mut value, mut contingency) = (Quote::ZERO, Quote::ZERO);
+    for h in members {
+        let bump = h.amount.is_negative() as i128;
+        for (change, delta) in changes.iter_mut().zip(h.deltas) {
+            let delta =
+                Price::from_raw(delta.raw().checked_add(bump).ok_or(NumError::Overflow {
+                    op: "portfolio delta",
+                })?);
+            *change = change
+                .checked_add(delta.value_floor(h.amount, decimals)?.raw())
+                .ok_or(NumError::Overflow {
+                    op: "portfolio change",
+                })?;
+        }
+        value = value.checked_add(h.price.value_floor(h.amount, decimals)?)?;
+        contingency =
+            contingency.checked_add(h.contingency_price.value_ceil(h.amount.abs()?, decimals)?)?;
+    }
+    let worst = worst_loss(&changes, grid, |v| Ok(Quote::from_raw(v)))?;
+    Ok((value, worst, contingency))
 }
 
 /// `max(0, max over scenarios of weight * loss)`, with `change(sum)` the group's change in value (rounded down).
@@ -391,17 +487,30 @@ fn worst_loss(
     grid: &Grid,
     change: impl Fn(i128) -> NumResult<Quote>,
 ) -> NumResult<Quote> {
+    // `change` is non-decreasing in the sum, so among the scenarios of weight 1 only the smallest sum can give the
+    // worst loss: one conversion for all of them.
     let mut worst = Quote::ZERO;
+    let core_min = sums
+        .iter()
+        .zip(&grid.scenarios)
+        .filter(|(_, s)| s.weight == Ratio::ONE)
+        .map(|(sum, _)| *sum)
+        .min();
+    if let Some(sum) = core_min {
+        let loss = change(sum)?.checked_neg()?;
+        if loss.is_positive() {
+            worst = loss;
+        }
+    }
     for (sum, scenario) in sums.iter().zip(&grid.scenarios) {
+        if scenario.weight == Ratio::ONE {
+            continue;
+        }
         let loss = change(*sum)?.checked_neg()?;
         if !loss.is_positive() {
             continue;
         }
-        let weighted = if scenario.weight == Ratio::ONE {
-            loss
-        } else {
-            loss.mul_ratio_ceil(scenario.weight)?
-        };
+        let weighted = loss.mul_ratio_ceil(scenario.weight)?;
         if weighted > worst {
             worst = weighted;
         }

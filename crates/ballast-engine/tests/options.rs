@@ -556,9 +556,24 @@ fn option_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<ballast_engin
             out.push(cmd(t, CommandKind::ResolveBankruptcy { target }));
         }
     }
-    // Expiry: a price after it settles both series, which then close; every trader settles.
+    // Expiry: the settlement price needs a print close to the slow reference price, which the last shocks may have
+    // left behind, so BTC is printed at its last price for two and a half hours (each print moves the reference at
+    // most 60 s worth, 1/60 of the gap). Then both series close and every trader settles.
     t = t.max(EXPIRY) + 60;
-    publish(&mut out, t, btc);
+    for _ in 0..150 {
+        t += 60;
+        out.push(cmd(
+            t,
+            CommandKind::OraclePrice {
+                asset: "BTC".into(),
+                price: Price::from_raw(btc * 1_000_000_000_000),
+                confidence: Price::from_raw(btc * 100_000_000),
+                publish_time: t,
+            },
+        ));
+    }
+    publish(&mut out, t + 1, btc);
+    t += 1;
     for market in [CALL, PUT] {
         out.push(cmd(
             t,
@@ -651,4 +666,128 @@ fn option_streams_replay_to_the_same_hash_and_keep_every_invariant() {
          fill rejections {fill_rejections:?}"
     );
     assert!(n_fills > 50 && n_liquidated > 5 && n_expired > 20 && n_pm_calls > 2);
+}
+
+/// A position marked at zero (far out of the money an hour before expiry, or settled worthless) does not stop a
+/// liquidation: it has no notional to bound the step.
+#[test]
+fn options_marked_at_zero_do_not_block_liquidation() {
+    // A short call worth nothing beside a long perp that sinks.
+    let (mut v, _, c) = venue();
+    v.deposit(c, "USDC", "10000000");
+    let t = v.sub(3, MarginSpec::Cross);
+    v.deposit(t, "USDC", "16000");
+    v.fill(CALL, t, c, false, "1", "100").unwrap();
+    v.fill("BTC-PERP", t, c, true, "0.35", "60000").unwrap();
+    let l = v.sub(9, MarginSpec::Cross);
+    v.deposit(l, "USDC", "5000000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.t = EXPIRY - 3600;
+    v.all_prices();
+    v.t += 1;
+    v.price("BTC", "18000");
+    assert_eq!(mark(&v, CALL), Price::ZERO);
+    assert!(v.health(t).maintenance.is_negative());
+    v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: t,
+    });
+
+    // A long call settled worthless (before expire_market) beside a USDC debt against BTC.
+    let (mut v, _, c) = venue();
+    v.deposit(c, "USDC", "10000000");
+    let t = v.sub(3, MarginSpec::Cross);
+    v.deposit(t, "BTC", "1");
+    v.deposit(t, "USDC", "1000");
+    v.fill(CALL, t, c, true, "0.1", "100").unwrap();
+    v.withdraw(t, "USDC", "40000").unwrap();
+    let l = v.sub(9, MarginSpec::Cross);
+    v.deposit(l, "USDC", "5000000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.t = EXPIRY + 60;
+    v.price("USDC", "1");
+    v.price("BTC", "55000");
+    v.t += 60;
+    v.price("BTC", "43000");
+    assert!(v.health(t).maintenance.is_negative());
+    let events = v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: t,
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::SpotLiquidated { .. })),
+        "{events:?}"
+    );
+}
+
+/// A settlement print must be usable for new risk: one far from the slow reference price does not fix the payoff.
+#[test]
+fn a_divergent_print_after_expiry_does_not_fix_the_settlement_price() {
+    let (mut v, a, b) = venue();
+    v.fill(CALL, a, b, true, "1", "4500").unwrap();
+    v.t = EXPIRY + 10;
+    v.price("USDC", "1");
+    // BTC's reference is about 60,000; a print 30 % away diverges (max_divergence 0.1).
+    let events = v.price("BTC", "78000");
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::SettlementPriceFixed { .. })));
+    v.t += 1;
+    let events = v.price("BTC", "61000");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::SettlementPriceFixed { settlement_price, .. } if *settlement_price == price("61000"))));
+}
+
+/// A series expiring decades after the oracle's prints is marked with at most 40 years to expiry (inside the
+/// pricer's domain), and one past 2100 is refused by validation.
+#[test]
+fn far_expiries_are_bounded() {
+    let config = flat_config_with(|f| {
+        let mut m = f.market.iter().find(|m| m.symbol == CALL).unwrap().clone();
+        m.symbol = "BTC-2099-C".into();
+        m.option.as_mut().unwrap().expiry_s = 4_070_908_800; // 2099-01-01
+        f.market.push(m);
+    });
+    let mut v = Venue::new(config);
+    v.all_prices();
+    let m = v.engine.market_index("BTC-2099-C").unwrap();
+    let far = v.engine.market_mark(m).expect("a mark");
+    assert!(far > price("40000") && far <= price("60000"), "{far}");
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/protocol.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let broken = text.replace(
+        "expiry_s = 1703836800 # 2023-12-29 08:00 UTC",
+        "expiry_s = 4102444801",
+    );
+    let errors = ballast_engine::ProtocolConfig::from_toml("p.toml", &broken)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("option expiry_s 4102444801 must be"),
+        "{errors}"
+    );
+}
+
+/// A closed winner's payoff, unsettled, counts at the positive-PnL weight in initial health, as for perps.
+#[test]
+fn an_unsettled_payoff_counts_at_the_positive_pnl_weight_for_new_risk() {
+    let (mut v, a, b) = venue();
+    v.fill(CALL, a, b, true, "1", "4500").unwrap();
+    v.t = EXPIRY + 10;
+    v.price("USDC", "1");
+    v.price("BTC", "65000");
+    v.ok(CommandKind::ExpireMarket {
+        market: CALL.into(),
+    });
+    let position = v.engine.sub_accounts()[a as usize].perps[0];
+    assert!(position.base.is_zero() && position.quote.is_positive());
+    let h = v.health(a);
+    // The payoff at 65,000 is 5,000 against 4,501.35 paid: 498.65 unsettled, 0.9 of it counts for new risk.
+    assert_eq!(position.quote, quote("498.65"));
+    assert_eq!(h.initial, quote("10448.785"));
+    assert_eq!(h.maintenance, quote("10498.65"));
 }

@@ -225,3 +225,59 @@ fn a_portfolio_margined_option_writer_is_liquidated_back_to_liquidation_end() {
     assert!(!h.liquidation_end.is_negative() || flat, "{h:?}");
     assert!(!v.health(l).maintenance.is_negative());
 }
+
+/// Under portfolio margin liquidation-end health is concave in the step (the requirement is a maximum of losses):
+/// buying back part of an over-hedging short restores the account although buying back all of it would not.
+#[test]
+fn a_partial_step_is_found_when_health_rises_then_falls_with_the_step() {
+    let (mut v, c) = venue();
+    let a = v.sub(1, MarginSpec::Portfolio);
+    v.deposit(a, "BTC", "1");
+    v.fill("BTC-PERP", a, c, false, "2", "60000").unwrap();
+    v.withdraw(a, "USDC", "45000").unwrap();
+    let l = v.sub(9, MarginSpec::Cross);
+    v.deposit(l, "USDC", "5000000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.t += 60;
+    v.all_prices();
+    v.t += 1;
+    v.price("BTC", "66000");
+    assert!(v.health(a).liquidation_end.is_negative());
+    let events = v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: a,
+    });
+    let Some(Event::PerpLiquidated { full_close, .. }) = events
+        .iter()
+        .find(|e| matches!(e, Event::PerpLiquidated { .. }))
+    else {
+        panic!("{events:?}")
+    };
+    assert!(!full_close, "a partial step: {events:?}");
+    assert!(
+        !v.health(a).liquidation_end.is_negative(),
+        "{:?}",
+        v.health(a)
+    );
+    let left = v.engine.sub_accounts()[a as usize].perps[0].base;
+    assert!(left.is_negative(), "part of the short is left: {left:?}");
+}
+
+/// A book too large for the exact sums is rounded holding by holding, and keeps every contingency.
+#[test]
+fn a_whale_book_beyond_exact_sums_keeps_its_contingencies() {
+    for (eth, contingency) in [("100000", "1500000"), ("150000", "2250000")] {
+        let (mut v, c) = venue();
+        v.deposit(c, "USDC", "900000000");
+        let a = v.sub(1, MarginSpec::Portfolio);
+        v.deposit(a, "ETH", eth);
+        v.fill("ETH-PERP", a, c, false, eth, "3000").unwrap();
+        let required = requirement(&v, a);
+        // The moves cancel to within rounding; the 0.5 % perp contingency stays.
+        assert!(required >= quote(contingency), "{eth} ETH: {required}");
+        assert!(
+            required <= quote(contingency).checked_add(quote("1")).unwrap(),
+            "{eth} ETH: {required}"
+        );
+    }
+}

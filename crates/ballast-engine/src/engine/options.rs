@@ -60,16 +60,17 @@ impl Engine {
     }
 
     /// Called by an oracle print of `asset` (already committed): fixes the settlement price of every series on it
-    /// that has expired by the print's publish time and has none yet, if the print is tight enough for new risk
-    /// (its confidence within the asset's `max_confidence`); otherwise a later print will.
+    /// that has expired by the print's publish time and has none yet, if the print is usable for new risk (its
+    /// confidence within the asset's `max_confidence`, the price within `max_divergence` of the slow reference);
+    /// otherwise a later print will.
     pub(super) fn fix_settlement_prices(
         &mut self,
+        now_s: u64,
         asset: AssetIdx,
         price: OraclePrice,
         events: &mut Vec<Event>,
     ) -> NumResult<()> {
-        let max_confidence = self.assets[asset as usize].oracle.max_confidence;
-        if price.confidence > price.price.mul_ratio(max_confidence, Rounding::Floor)? {
+        if self.asset_risk(asset, now_s)?.problem.is_some() {
             return Ok(());
         }
         for m in 0..self.markets.len() as MarketIdx {
