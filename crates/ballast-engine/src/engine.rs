@@ -160,6 +160,17 @@ pub enum MarginKind {
     Portfolio,
 }
 
+impl MarginKind {
+    /// How messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MarginKind::Cross => "cross",
+            MarginKind::Isolated(_) => "isolated",
+            MarginKind::Portfolio => "portfolio-margined",
+        }
+    }
+}
+
 /// One token balance of a sub-account: positive scaled units are a deposit (against the supply index), negative a
 /// borrow (against the borrow index). Never zero: a balance that reaches zero is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -699,7 +710,7 @@ impl Engine {
         match sub.margin {
             MarginKind::Cross | MarginKind::Portfolio if self.assets[asset as usize].collateral == CollateralMode::IsolatedOnly => Err(reject(
                 "isolated_only_asset",
-                format!("asset {symbol} may only be held in an isolated sub-account bound to it; sub-account {id} is cross"),
+                format!("asset {symbol} may only be held in an isolated sub-account bound to it; sub-account {id} is {}", sub.margin.name()),
             )),
             MarginKind::Isolated(bound) if asset != bound && asset != self.quote_asset => Err(reject(
                 "not_allowed_in_isolated",
@@ -947,6 +958,13 @@ impl Engine {
         action: &str,
     ) -> Result<Price, Rejection> {
         let underlying = self.market_underlying[m as usize];
+        // A settled series is worth its payoff whatever the underlying does: no price needed.
+        if let (Some(series), Some(x)) = (
+            &self.market_configs[m as usize].option,
+            self.markets[m as usize].settlement_price,
+        ) {
+            return Ok(crate::option::intrinsic(series.kind, series.strike, x)?);
+        }
         let price = self.usable_price(underlying, now_s, guard, action)?;
         if self.market_configs[m as usize].option.is_none() {
             return Ok(price);
@@ -1772,7 +1790,7 @@ impl Engine {
             MarginKind::Cross | MarginKind::Portfolio if self.assets[underlying as usize].collateral == CollateralMode::IsolatedOnly => {
                 Err(reject(
                     "isolated_only_asset",
-                    format!("market {symbol} trades isolated-only {asset}; sub-account {id} is cross"),
+                    format!("market {symbol} trades isolated-only {asset}; sub-account {id} is {}", sub.margin.name()),
                 ))
             }
             MarginKind::Isolated(bound) if bound != underlying => Err(reject(

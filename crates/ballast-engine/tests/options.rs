@@ -791,3 +791,30 @@ fn an_unsettled_payoff_counts_at_the_positive_pnl_weight_for_new_risk() {
     assert_eq!(h.initial, quote("10448.785"));
     assert_eq!(h.maintenance, quote("10498.65"));
 }
+
+/// Once its settlement price is fixed, a series is worth its payoff whatever the underlying does: settling its PnL
+/// does not wait for a fresh underlying price.
+#[test]
+fn a_settled_series_settles_without_a_fresh_underlying_price() {
+    let (mut v, a, b) = venue();
+    v.fill(CALL, a, b, true, "1", "4500").unwrap();
+    v.t = EXPIRY + 10;
+    v.price("USDC", "1");
+    v.price("BTC", "65000");
+    v.ok(CommandKind::ExpireMarket {
+        market: CALL.into(),
+    });
+    // An hour later the BTC feed is stale (limit 60 s); only USDC prints.
+    v.t += 3_600;
+    v.price("USDC", "1");
+    v.ok(CommandKind::SettlePnl {
+        market: CALL.into(),
+        winner: a,
+        loser: b,
+    });
+    let usdc = v.engine.asset_index("USDC").unwrap();
+    assert_eq!(
+        v.engine.balance_native(a, usdc).unwrap().raw(),
+        10_498_650_000
+    );
+}

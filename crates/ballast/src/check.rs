@@ -324,7 +324,8 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
     if !series.is_empty() {
         out.push_str(
             "\noption series (European, cash-settled in the quote asset; strike in USD per whole token, expiry in Unix \
-             seconds, vol per square root of a year; short margin per contract = max(share * S - OTM, floor * S))\n",
+             seconds, vol per square root of a year; short margin per contract = max(share * S - OTM, floor * S), at most the \
+             strike for a put)\n",
         );
         let rows = series
             .iter()

@@ -111,7 +111,7 @@ impl Engine {
             return Err(reject(
                 "not_settled",
                 format!(
-                    "option series {symbol} has no settlement price yet: it needs a {} oracle price published at or after its expiry {} with a confidence within the asset's max_confidence",
+                    "option series {symbol} has no settlement price yet: it needs a {} oracle price published at or after its expiry {} that is usable for new risk (fresh, within max_confidence, within max_divergence of the reference)",
                     self.assets[underlying as usize].symbol, series.expiry_s
                 ),
             ));
