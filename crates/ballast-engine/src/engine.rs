@@ -3598,6 +3598,23 @@ fn portfolio_health(
     let problem =
         |asset: AssetIdx| guard.and_then(|g| g.filter(table.assets[asset as usize].problem));
     let mut equity = Quote::ZERO;
+    // Initial health values deposits at min(oracle, reference) and debts at max (the conservative price per side,
+    // as in standard margin): this is what that costs against the oracle, rounded up. Positions count at their mark,
+    // as a perp's PnL does in standard margin.
+    let mut reference_haircut = Quote::ZERO;
+    let mut haircut =
+        |o: &crate::oracle::OraclePrice, amount: TokenAmount, decimals: u8| -> NumResult<()> {
+            let gap = if amount.is_positive() {
+                o.price.checked_sub(o.initial_asset_price())?
+            } else {
+                o.initial_liability_price().checked_sub(o.price)?
+            };
+            if gap.is_positive() {
+                reference_haircut =
+                    reference_haircut.checked_add(gap.value_ceil(amount.abs()?, decimals)?)?;
+            }
+            Ok(())
+        };
     let mut holdings: Vec<Holding> = Vec::with_capacity(balances.len() + positions.len());
     for &(asset, scaled) in balances {
         let risk = &table.assets[asset as usize];
@@ -3618,6 +3635,9 @@ fn portfolio_health(
             }
             Err(_) => continue,
         };
+        if let Some(o) = &risk.oracle {
+            haircut(o, amount, risk.decimals)?;
+        }
         if asset == table.quote_asset {
             equity = equity.checked_add(price.value_floor(amount, risk.decimals)?)?;
         } else {
@@ -3683,7 +3703,9 @@ fn portfolio_health(
     let liquidation_end =
         maintenance.checked_add(initial.checked_sub(maintenance)?.mul_ratio_ceil(fraction)?)?;
     Ok(Ok(Health {
-        initial: equity.checked_sub(initial)?,
+        initial: equity
+            .checked_sub(reference_haircut)?
+            .checked_sub(initial)?,
         liquidation_end: equity.checked_sub(liquidation_end)?,
         maintenance: equity.checked_sub(maintenance)?,
     }))

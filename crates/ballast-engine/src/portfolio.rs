@@ -29,8 +29,10 @@
 //! ```
 //!
 //! Health: equity `E` is every balance at the oracle price and every position's PnL at its mark, unweighted (the
-//! scenarios replace the weights); maintenance `= E - MM`, initial `= E - initial_multiple * MM`, liquidation-end
-//! in between at `liquidation_end_fraction` (as for weights). For new risk, as elsewhere, a deposit whose price is
+//! scenarios replace the weights); maintenance `= E - MM`, liquidation-end `= E - LE` with `LE` between `MM` and
+//! `initial_multiple * MM` at `liquidation_end_fraction` (as for weights), and initial `= E' - initial_multiple *
+//! MM` where `E'` values balances at the conservative price of their side, as standard initial health does (a
+//! deposit at `min(oracle, reference)`, a debt at `max`; positions at their mark, as a perp's PnL is there). For new risk, as elsewhere, a deposit whose price is
 //! stale, uncertain or divergent counts zero (and leaves the scenarios) and a debt or position on such an asset
 //! blocks the check.
 //!

@@ -281,3 +281,32 @@ fn a_whale_book_beyond_exact_sums_keeps_its_contingencies() {
         );
     }
 }
+
+/// Initial health values a deposit at min(oracle, reference), as everywhere: after a jump the slow reference lags,
+/// and new risk counts the deposit at the reference; maintenance counts it at the oracle.
+#[test]
+fn initial_health_values_collateral_at_the_lower_of_oracle_and_reference() {
+    let (mut v, _) = venue();
+    let a = v.sub(1, MarginSpec::Portfolio);
+    v.deposit(a, "BTC", "1");
+    v.t += 60;
+    v.price("BTC", "63000");
+    let btc = v.engine.asset_index("BTC").unwrap();
+    let reference = v.engine.oracle(btc).unwrap().reference;
+    assert!(reference < price("63000"), "{reference}");
+    let h = v.health(a);
+    // Requirement 0.16 * 63,000 = 10,080; initial 1.3 times that.
+    assert_eq!(h.maintenance, quote("52920"));
+    let expected = reference
+        .value_floor(ballast_num::TokenAmount::from_raw(100_000_000), 8)
+        .unwrap()
+        .checked_sub(quote("13104"))
+        .unwrap();
+    // The haircut is rounded up: at most one micro-dollar below the exact figure.
+    let diff = expected.raw() - h.initial.raw();
+    assert!(
+        (0..=1).contains(&diff),
+        "initial {} vs {expected}",
+        h.initial
+    );
+}
