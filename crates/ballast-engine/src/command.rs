@@ -413,6 +413,19 @@ pub enum Event {
         base: TokenQuantity,
         value_lost: Quote,
     },
+    /// An insolvent sub-account's profitable long option was closed at the series' mark against a short position
+    /// of the series (ranked as for ADL, but nobody loses: no withdrawal pause). `base` (whole contracts, positive)
+    /// is the short's change, `price` the mark (USD per whole contract) and `amount` (USD, `base * price` rounded
+    /// down) what moved from the short's quote balance to the bankrupt position's.
+    ClosedAtMark {
+        market: String,
+        bankrupt: SubAccountId,
+        counterparty: SubAccountId,
+        rank: u32,
+        base: TokenQuantity,
+        price: Price,
+        amount: Quote,
+    },
     CounterpartyPoolOpened {
         sub_account: SubAccountId,
     },

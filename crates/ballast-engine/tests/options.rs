@@ -818,3 +818,242 @@ fn a_settled_series_settles_without_a_fresh_underlying_price() {
         10_498_650_000
     );
 }
+
+/// The realistic stuck case: T (30,000 USDC) buys 2 calls at 4,500 (one from each of W1 and W2, 100,000 USDC each;
+/// W2 also writes one to Other) and sells 4 BTC-PERP at 60,000 to P. A staker puts 10,000 USDC in the USDC insurance
+/// fund. BTC gaps to 75,000: a liquidator takes the perps over at the oracle (T is insolvent, so no fee), P settles
+/// T's 30,000 USDC, and T is left with a flat BTC-PERP position owing 30,120 and 2 calls in profit, worth less.
+/// Returns the venue, T, W1, W2 and Other.
+fn long_calls_short_perps_after_a_rally() -> (Venue, u32, u32, u32, u32) {
+    let (mut v, w1, w2) = venue();
+    v.deposit(w1, "USDC", "80000");
+    v.deposit(w2, "USDC", "80000");
+    let t = v.sub(3, MarginSpec::Cross);
+    v.deposit(t, "USDC", "30000");
+    let other = v.sub(4, MarginSpec::Cross);
+    v.deposit(other, "USDC", "30000");
+    let p = v.sub(5, MarginSpec::Cross);
+    v.deposit(p, "USDC", "1000000");
+    let staker = v.sub(6, MarginSpec::Cross);
+    v.deposit(staker, "USDC", "10000");
+    v.ok(CommandKind::StakeInsurance {
+        sub_account: staker,
+        asset: "USDC".into(),
+        amount: qty("10000"),
+    });
+    v.fill(CALL, t, w1, true, "1", "4500").unwrap();
+    v.fill(CALL, t, w2, true, "1", "4500").unwrap();
+    v.fill(CALL, other, w2, true, "1", "4500").unwrap();
+    v.fill("BTC-PERP", t, p, false, "4", "60000").unwrap();
+    let l = v.sub(9, MarginSpec::Cross);
+    v.deposit(l, "USDC", "5000000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.t += 60;
+    v.price("USDC", "1");
+    v.price("BTC", "75000");
+    let events = v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: t,
+    });
+    assert!(
+        matches!(&events[0], Event::PerpLiquidated { market, full_close: true, .. } if market == "BTC-PERP"),
+        "{events:?}"
+    );
+    v.ok(CommandKind::SettlePnl {
+        market: "BTC-PERP".into(),
+        winner: p,
+        loser: t,
+    });
+    let sub = &v.engine.sub_accounts()[t as usize];
+    assert!(sub.balances.is_empty());
+    // BTC-PERP: sold 4 at 60,000 less 120 of fees, bought back at 75,000, 30,000 paid to P.
+    assert_eq!(
+        (sub.perps[0].base.raw(), sub.perps[0].quote),
+        (0, quote("-30120"))
+    );
+    // The calls: 2 at 4,500 plus 1.35 of fees each.
+    assert_eq!(
+        (sub.perps[1].base.raw(), sub.perps[1].quote),
+        (200_000_000, quote("-9002.7"))
+    );
+    assert!(
+        value(2, mark(&v, CALL)) > quote("9002.7"),
+        "the calls are in profit"
+    );
+    assert!(v.engine.equity(t).unwrap().is_negative(), "T is insolvent");
+    assert!(
+        v.health(t).maintenance.is_negative(),
+        "and below maintenance"
+    );
+    (v, t, w1, w2, other)
+}
+
+/// An insolvent sub-account's profitable long option cannot be taken over by a liquidator (it has no requirement,
+/// so no takeover improves health); the waterfall closes it at its mark against the shorts, in ADL order, and the
+/// resulting claim is forfeited to the insurance fund. The shorts lose nothing and are not paused.
+#[test]
+fn an_insolvent_sub_accounts_profitable_long_calls_are_closed_at_the_mark_and_forfeited() {
+    let (mut v, t, w1, w2, other) = long_calls_short_perps_after_a_rally();
+    let m = v.engine.market_index(CALL).unwrap();
+    let perp = v.engine.market_index("BTC-PERP").unwrap();
+    let at_mark = mark(&v, CALL);
+    let position = |v: &Venue, id: u32| *v.engine.sub_accounts()[id as usize].perp(m).unwrap();
+    let value_at_mark = |v: &Venue, id: u32| {
+        let p = position(v, id);
+        at_mark
+            .value_floor(p.base, BTC_DECIMALS)
+            .unwrap()
+            .checked_add(p.quote)
+            .unwrap()
+    };
+    let before: Vec<_> = [w1, w2, other]
+        .iter()
+        .map(|&id| {
+            (
+                position(&v, id),
+                value_at_mark(&v, id),
+                v.health(id).maintenance,
+            )
+        })
+        .collect();
+    let oi_before = v.engine.markets()[m as usize].open_interest;
+    let perp_claims = v.engine.markets()[perp as usize].fees_collected;
+    assert_eq!(
+        perp_claims,
+        quote("168"),
+        "taker 120 and maker 48 in BTC-PERP"
+    );
+    let fund_before = v.engine.pool(0).bad_debt_covered;
+
+    let events = v.ok(CommandKind::ResolveBankruptcy { target: t });
+    // Closed at the mark against the shorts in ADL order: Other's profitable long ranks first (skipped, same side),
+    // then the losers, smallest loss first: W1 (short 1) before W2 (short 2).
+    let one = value(1, at_mark);
+    let closed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ClosedAtMark {
+                market,
+                bankrupt,
+                counterparty,
+                rank,
+                base,
+                price,
+                amount,
+            } => {
+                assert_eq!((market.as_str(), *bankrupt, *price), (CALL, t, at_mark));
+                Some((*rank, *counterparty, *base, *amount))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![(2, w1, qty("1"), one), (3, w2, qty("1"), one)]);
+    // The closed calls are a claim of -9,002.7 + 2 * floor(mark), forfeited to the insurance fund's claim.
+    let claim = quote("-9002.7")
+        .checked_add(one)
+        .unwrap()
+        .checked_add(one)
+        .unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::PerpClaimForfeited { market, amount, .. } if market == CALL && *amount == claim)),
+        "{events:?}"
+    );
+    assert_eq!(v.engine.markets()[m as usize].insurance_collected, claim);
+    // BTC-PERP's deficit goes down the waterfall as before: venue claims 168, the fund's 10,000, the rest cut from
+    // P's profit.
+    let Some(Event::PerpBankruptcyResolved {
+        market,
+        deficit,
+        from_venue_claims,
+        covered_by_insurance,
+        socialized,
+        bankruptcy_price,
+        ..
+    }) = events
+        .iter()
+        .find(|e| matches!(e, Event::PerpBankruptcyResolved { .. }))
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(market, "BTC-PERP");
+    assert_eq!(*deficit, quote("30120"));
+    assert_eq!(*from_venue_claims, quote("168"));
+    assert_eq!(*covered_by_insurance, qty("10000"));
+    assert_eq!(*socialized, quote("19952"));
+    assert_eq!(*bankruptcy_price, None);
+    let perp_market = &v.engine.markets()[perp as usize];
+    assert_eq!(
+        (
+            perp_market.claims_written_off,
+            perp_market.insurance_paid,
+            perp_market.socialized_loss
+        ),
+        (quote("168"), quote("10000"), quote("19952"))
+    );
+    assert_eq!(
+        v.engine.pool(0).bad_debt_covered.raw() - fund_before.raw(),
+        10_000_000_000
+    );
+
+    // T holds nothing; the shorts were bought back by exactly T's 2 contracts, at the mark.
+    let sub = &v.engine.sub_accounts()[t as usize];
+    assert!(sub.perps.is_empty() && sub.balances.is_empty(), "{sub:?}");
+    assert_eq!(
+        v.engine.markets()[m as usize].open_interest.raw(),
+        oi_before.raw() - 200_000_000
+    );
+    let mut bought_back = 0;
+    let mut paid = Quote::ZERO;
+    for (i, &id) in [w1, w2, other].iter().enumerate() {
+        let (p, value_before, health_before) = before[i];
+        let now = position(&v, id);
+        bought_back += now.base.raw() - p.base.raw();
+        paid = paid
+            .checked_add(p.quote.checked_sub(now.quote).unwrap())
+            .unwrap();
+        assert!(
+            value_at_mark(&v, id) >= value_before,
+            "sub-account {id} lost value"
+        );
+        assert!(
+            v.health(id).maintenance >= health_before,
+            "sub-account {id} less healthy"
+        );
+    }
+    assert_eq!(bought_back, 200_000_000);
+    assert_eq!(paid, one.checked_add(one).unwrap());
+    assert_eq!(position(&v, w1).base.raw(), 0);
+    assert_eq!(position(&v, w2).base.raw(), -100_000_000);
+    assert_eq!(position(&v, other).base.raw(), 100_000_000);
+    // Nobody lost anything in the option series: no pause, the writers may withdraw once the oracle's reference has
+    // caught up with the gap.
+    assert_eq!(v.engine.markets()[m as usize].withdrawals_paused_until_s, 0);
+    v.engine.check_invariants().unwrap();
+    for _ in 0..120 {
+        v.t += 60;
+        v.price("USDC", "1");
+        v.price("BTC", "75000");
+    }
+    v.withdraw(w1, "USDC", "1000").unwrap();
+    v.withdraw(w2, "USDC", "1000").unwrap();
+    v.engine.check_invariants().unwrap();
+    assert_eq!(
+        v.rejected(CommandKind::ResolveBankruptcy { target: t })
+            .code,
+        "not_bankrupt"
+    );
+}
+
+/// The same sub-account is refused while its calls are worth more than its deficit: it is solvent, so nothing is
+/// closed (settle its PnL instead), and the refusal changes nothing.
+#[test]
+fn a_solvent_sub_account_with_a_profitable_long_option_is_not_bankrupt() {
+    let (mut v, t, _, _, _) = long_calls_short_perps_after_a_rally();
+    v.t += 1;
+    v.price("USDC", "1");
+    v.price("BTC", "85000");
+    assert!(!v.engine.equity(t).unwrap().is_negative());
+    let r = v.rejected(CommandKind::ResolveBankruptcy { target: t });
+    assert_eq!(r.code, "not_bankrupt", "{r}");
+    assert!(r.message.contains("settle its PnL instead"), "{r}");
+}

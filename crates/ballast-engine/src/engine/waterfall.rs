@@ -8,8 +8,16 @@
 //! the claim is **forfeited to the insurance fund's claim** in its market (`insurance_collected`, which
 //! `settle_venue_claims` later collects); the fund advances nothing against it (the market's next bankruptcy
 //! writes such claims off first). A sub-account whose claims make it solvent is refused (settle its PnL). Every
-//! valuation here needs prices a liquidation could use. The command then
-//! resolves, in this order:
+//! valuation here needs prices a liquidation could use.
+//!
+//! A profitable **long option** is the exception to "liquidate it first": it carries no requirement, so no takeover
+//! improves its holder's health and a liquidator could never take it. If the sub-account is insolvent with it, the
+//! command first closes it at the series' mark (fixed-point Black-Scholes at the underlying's usable price) against
+//! the series' short positions in ADL order (below, ranked at the mark): each chunk of `size` contracts moves
+//! `floor(size * mark)` micro-USD from the short's quote balance to the bankrupt position's, so no short pays more
+//! than its contracts' value at the mark and nobody's value at the mark falls (event `closed_at_mark`, no withdrawal
+//! pause). The closed position is then a claim like any other, forfeited to the insurance fund's claim. The command
+//! then resolves, in this order:
 //!
 //! 1. **Each perp position, in market order.** Its deficit is its negative value at the oracle. The steps of
 //!    `[protocol] bankruptcy_waterfall` apply in their configured order:
@@ -73,6 +81,50 @@ struct Candidate {
     score: Ratio,
     /// Changed by the waterfall: its funding settlement is booked and it is written back.
     touched: bool,
+}
+
+impl Candidate {
+    /// Books the candidate's funding settlement in the market the first time the waterfall changes it.
+    fn touch(&mut self, market: &mut Market, oracle: Price, decimals: u8) -> NumResult<()> {
+        if !self.touched {
+            let mut fresh = self.stored;
+            market.settle_position_funding(&mut fresh, decimals)?;
+            debug_assert_eq!(
+                fresh.quote,
+                self.value
+                    .checked_sub(oracle.value_floor(fresh.base, decimals)?)?
+            );
+            self.touched = true;
+        }
+        Ok(())
+    }
+}
+
+/// Moves `base` (native units of the underlying) from the target's position to a counterparty's and `quote`
+/// (micro-USD) the same way, keeping the market's long open interest equal to the sum of its long positions.
+fn shift(
+    market: &mut Market,
+    tp: &mut PerpPosition,
+    cp: &mut PerpPosition,
+    base: TokenAmount,
+    quote: Quote,
+) -> NumResult<()> {
+    let old_long = [
+        tp.base.max(TokenAmount::ZERO),
+        cp.base.max(TokenAmount::ZERO),
+    ];
+    tp.base = tp.base.checked_sub(base)?;
+    cp.base = cp.base.checked_add(base)?;
+    tp.quote = tp.quote.checked_sub(quote)?;
+    cp.quote = cp.quote.checked_add(quote)?;
+    let new_long = [
+        tp.base.max(TokenAmount::ZERO),
+        cp.base.max(TokenAmount::ZERO),
+    ];
+    for (o, n) in old_long.iter().zip(new_long) {
+        market.open_interest = market.open_interest.checked_add(n.checked_sub(*o)?)?;
+    }
+    Ok(())
 }
 
 /// What one market's resolution did, for its summary event and ledgers.
@@ -170,12 +222,20 @@ impl Engine {
                 format!("sub-account {target} owes nothing"),
             ));
         }
-        // A profitable open position is an asset a liquidator can take over; a profitable closed one (a claim on
-        // its market's losers) is forfeited to the insurance fund below, once the sub-account is insolvent.
+        // A profitable open position is an asset a liquidator can take over, except a long option: it has no
+        // requirement, so no takeover improves health; it is closed at its mark below, once the sub-account is known
+        // insolvent, and is then a claim. A profitable closed one (a claim on its market's losers) is forfeited to
+        // the insurance fund below, once the sub-account is insolvent.
         let mut claims = Vec::new();
         let mut deficits = Vec::new();
+        let mut long_options = Vec::new();
         for p in &sub.perps {
             let (position, value) = self.settled_value(now_s, target, p.market)?;
+            let is_option = self.market_configs[p.market as usize].option.is_some();
+            if value.is_positive() && position.base.is_positive() && is_option {
+                long_options.push(p.market);
+                continue;
+            }
             if value.is_positive() && !position.base.is_zero() {
                 let symbol = &self.market_configs[p.market as usize].symbol;
                 return Err(reject(
@@ -192,7 +252,7 @@ impl Engine {
                 deficits.push(p.market);
             }
         }
-        if !claims.is_empty() {
+        if !claims.is_empty() || !long_options.is_empty() {
             let equity = self.equity_at_oracle(sub, &self.all_risks(now_s)?)?;
             if !equity.is_negative() {
                 return Err(reject(
@@ -244,6 +304,21 @@ impl Engine {
                 amount: self.quantity(asset, amount)?,
             });
         }
+        // The insolvent estate's long options are closed at their marks: each is then a closed position whose value
+        // is its quote balance, a claim like any other (or, if the chunks' roundings took its last micro-dollars, a
+        // deficit or nothing).
+        for m in long_options {
+            let value = self.close_at_mark(now_s, target, m, &mut events, &mut touched)?;
+            if value.is_positive() {
+                claims.push((m, value));
+            } else if value.is_negative() {
+                deficits.push(m);
+            } else {
+                self.commit_perp(target, m, None);
+            }
+        }
+        claims.sort_unstable_by_key(|&(m, _)| m);
+        deficits.sort_unstable();
         // The insolvent estate's claims go to the insurance fund's claim in their markets (collected later by
         // settle_venue_claims). The fund advances nothing against them: such a claim is the first written off by
         // the market's next bankruptcy, so it backs nothing the fund could pay now.
@@ -268,6 +343,20 @@ impl Engine {
         Ok(events)
     }
 
+    /// Market `m`'s underlying decimals and the price its positions are resolved at: the oracle for a perp, the
+    /// mark for an option series, usable for a liquidation.
+    fn resolution_price(&self, m: MarketIdx, now_s: u64) -> Result<(u8, Price), Rejection> {
+        let underlying = self.market_underlying[m as usize];
+        let symbol = &self.market_configs[m as usize].symbol;
+        let price = self.usable_mark(
+            m,
+            now_s,
+            Guard::Liquidation,
+            &format!("resolving a bankruptcy in {symbol}"),
+        )?;
+        Ok((self.assets[underlying as usize].decimals, price))
+    }
+
     /// A position's funding-settled copy and its value at a usable oracle price (rounded down).
     fn settled_value(
         &self,
@@ -275,15 +364,7 @@ impl Engine {
         id: SubAccountId,
         m: MarketIdx,
     ) -> Result<(PerpPosition, Quote), Rejection> {
-        let symbol = &self.market_configs[m as usize].symbol;
-        let underlying = self.market_underlying[m as usize];
-        let decimals = self.assets[underlying as usize].decimals;
-        let oracle = self.usable_mark(
-            m,
-            now_s,
-            Guard::Liquidation,
-            &format!("resolving a bankruptcy in {symbol}"),
-        )?;
+        let (decimals, oracle) = self.resolution_price(m, now_s)?;
         let mut position = *self.sub_accounts[id as usize]
             .perp(m)
             .expect("listed from the sub-account's positions");
@@ -403,14 +484,7 @@ impl Engine {
             .find(|t| t.name == config.tier)
             .expect("validated tier")
             .insurance_cap_per_bankruptcy;
-        let underlying = self.market_underlying[m as usize];
-        let decimals = self.assets[underlying as usize].decimals;
-        let oracle = self.usable_mark(
-            m,
-            now_s,
-            Guard::Liquidation,
-            &format!("resolving a bankruptcy in {symbol}"),
-        )?;
+        let (decimals, oracle) = self.resolution_price(m, now_s)?;
         let value = |p: &PerpPosition| -> NumResult<Quote> {
             oracle.value_floor(p.base, decimals)?.checked_add(p.quote)
         };
@@ -422,20 +496,7 @@ impl Engine {
         let deficit = value(&tp)?.checked_neg()?;
         debug_assert!(!deficit.is_negative(), "checked by resolve_bankruptcy");
         let mut ranked = self.adl_ranking(now_s, m, target, oracle, market.funding_index)?;
-        // Books a candidate's funding settlement in the market the first time the waterfall changes it.
-        let touch = |c: &mut Candidate, market: &mut Market| -> NumResult<()> {
-            if !c.touched {
-                let mut fresh = c.stored;
-                market.settle_position_funding(&mut fresh, decimals)?;
-                debug_assert_eq!(
-                    fresh.quote,
-                    c.value
-                        .checked_sub(oracle.value_floor(fresh.base, decimals)?)?
-                );
-                c.touched = true;
-            }
-            Ok(())
-        };
+        let touch = |c: &mut Candidate, market: &mut Market| c.touch(market, oracle, decimals);
         let quote_asset = self.quote_asset;
         let quote_config = &self.assets[quote_asset as usize];
         let mut pool = self.pools[quote_asset as usize].clone();
@@ -600,12 +661,7 @@ impl Engine {
                 self.commit_withdrawal_pause(c.id, pause_until);
             }
         }
-        for c in ranked.iter().filter(|c| c.touched) {
-            let p = c.position;
-            let keep = !p.base.is_zero() || !p.quote.is_zero();
-            self.commit_perp(c.id, m, keep.then_some(p));
-            touched_ids.push(c.id);
-        }
+        self.write_back(m, &ranked, touched_ids);
         events.insert(
             start,
             Event::PerpBankruptcyResolved {
@@ -678,21 +734,8 @@ impl Engine {
                 .value_floor(c.position.base, decimals)?
                 .checked_add(c.position.quote)?;
             touch(c, market)?;
-            let old_long = [
-                tp.base.max(TokenAmount::ZERO),
-                c.position.base.max(TokenAmount::ZERO),
-            ];
-            tp.base = tp.base.checked_sub(signed)?;
-            tp.quote = quote_after;
-            c.position.base = c.position.base.checked_add(signed)?;
-            c.position.quote = c.position.quote.checked_add(moved)?;
-            let new_long = [
-                tp.base.max(TokenAmount::ZERO),
-                c.position.base.max(TokenAmount::ZERO),
-            ];
-            for (o, n) in old_long.iter().zip(new_long) {
-                market.open_interest = market.open_interest.checked_add(n.checked_sub(*o)?)?;
-            }
+            shift(market, tp, &mut c.position, signed, moved)?;
+            debug_assert_eq!(tp.quote, quote_after);
             let value_after = oracle
                 .value_floor(c.position.base, decimals)?
                 .checked_add(c.position.quote)?;
@@ -714,6 +757,92 @@ impl Engine {
             ));
         }
         Ok(bankruptcy_price)
+    }
+
+    /// Writes back the ranked positions the waterfall changed in market `m` (a flat position with a zero quote
+    /// balance is removed) and lists their sub-accounts for the margin refresh.
+    fn write_back(
+        &mut self,
+        m: MarketIdx,
+        ranked: &[Candidate],
+        touched_ids: &mut Vec<SubAccountId>,
+    ) {
+        for c in ranked.iter().filter(|c| c.touched) {
+            let p = c.position;
+            let keep = !p.base.is_zero() || !p.quote.is_zero();
+            self.commit_perp(c.id, m, keep.then_some(p));
+            touched_ids.push(c.id);
+        }
+    }
+
+    /// Closes the insolvent target's profitable long position in option series `m` at the series' mark, against
+    /// the short positions of the series in ADL order (module docs): each chunk of `size` contracts moves
+    /// `floor(size * mark)` micro-USD from the short's quote balance to the target's, and `size` from the target's
+    /// base to the short's. The target's position is written back flat (funding settled); returns its quote balance,
+    /// its whole value now.
+    fn close_at_mark(
+        &mut self,
+        now_s: u64,
+        target: SubAccountId,
+        m: MarketIdx,
+        events: &mut Vec<Event>,
+        touched_ids: &mut Vec<SubAccountId>,
+    ) -> Result<Quote, Rejection> {
+        let symbol = self.market_configs[m as usize].symbol.clone();
+        debug_assert!(self.market_configs[m as usize].option.is_some());
+        let (decimals, mark) = self.resolution_price(m, now_s)?;
+        let (mut market, _) = self.accrued_market(m, now_s)?;
+        let mut tp = *self.sub_accounts[target as usize]
+            .perp(m)
+            .expect("listed from the target's positions");
+        market.settle_position_funding(&mut tp, decimals)?;
+        debug_assert!(tp.base.is_positive(), "checked by resolve_bankruptcy");
+        let mut ranked = self.adl_ranking(now_s, m, target, mark, market.funding_index)?;
+        let mut left = tp.base;
+        for (rank, c) in ranked.iter_mut().enumerate() {
+            if left.is_zero() {
+                break;
+            }
+            if !c.position.base.is_negative() {
+                continue;
+            }
+            let size = c.position.base.abs()?.min(left);
+            // Each chunk rounds down on its own, so no short pays more than its contracts' value at the mark and
+            // its value at the mark (rounded down, as the waterfall values positions) never falls.
+            let amount = mark.value_floor(size, decimals)?;
+            c.touch(&mut market, mark, decimals)?;
+            shift(
+                &mut market,
+                &mut tp,
+                &mut c.position,
+                size,
+                amount.checked_neg()?,
+            )?;
+            left = left.checked_sub(size)?;
+            events.push(Event::ClosedAtMark {
+                market: symbol.clone(),
+                bankrupt: target,
+                counterparty: c.id,
+                rank: rank as u32 + 1,
+                base: TokenQuantity::from_native(size, decimals)?,
+                price: mark,
+                amount,
+            });
+        }
+        if !left.is_zero() {
+            // Every fill is two-sided, so the short side always holds at least the target's long.
+            return Err(reject(
+                "perp_insolvent",
+                format!(
+                    "{symbol}: the short side holds less than sub-account {target}'s long position"
+                ),
+            ));
+        }
+        debug_assert!(tp.base.is_zero());
+        self.commit_market(m, market);
+        self.commit_perp(target, m, Some(tp));
+        self.write_back(m, &ranked, touched_ids);
+        Ok(tp.quote)
     }
 
     /// The lending waterfall for every debt of a sub-account with nothing left to seize, in asset order: that
