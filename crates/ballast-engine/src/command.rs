@@ -492,6 +492,27 @@ pub enum Event {
         health_before: Health,
         health_after: Health,
     },
+    /// A liquidator took over the same share of every holding of a portfolio-margined sub-account: balances at
+    /// the oracle, positions at their marks, paying `paid` quote-asset tokens (whole tokens; negative: the target
+    /// paid) = `value` less `fee`, and `insurance_fee` of the fee to the insurance fund.
+    PortfolioLiquidated {
+        liquidator: SubAccountId,
+        target: SubAccountId,
+        /// The share taken, in millionths.
+        fraction: Ratio,
+        balances: Vec<SliceBalance>,
+        positions: Vec<SlicePosition>,
+        /// The balances taken, at the oracle (deposits rounded down, debts up), USD.
+        value: Quote,
+        /// USD: the fee the target paid, and the insurance fund's share of it.
+        fee: Quote,
+        insurance_fee: Quote,
+        paid: TokenQuantity,
+        /// The slice took everything (`fraction` 1).
+        full_close: bool,
+        health_before: Health,
+        health_after: Health,
+    },
     MarketRiskSet {
         market: String,
         reduce_only: bool,
@@ -528,6 +549,22 @@ pub enum Event {
         payoff: Price,
         positions_closed: u64,
     },
+}
+
+/// A balance a portfolio liquidation moved: whole tokens of `asset`, positive for a deposit, negative for a debt.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SliceBalance {
+    pub asset: String,
+    pub amount: TokenQuantity,
+}
+
+/// A position a portfolio liquidation moved at its mark: the target's change in `base` is minus this (whole tokens
+/// or contracts; positive: the liquidator took a long), at `mark` USD per whole token.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SlicePosition {
+    pub market: String,
+    pub base: TokenQuantity,
+    pub mark: Price,
 }
 
 /// Why a command was refused. The state is exactly as before.

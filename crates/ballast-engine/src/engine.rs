@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod lp_pool;
 mod options;
+mod portfolio_liquidation;
 mod waterfall;
 
 pub use lp_pool::{LpPool, POOL_OWNER, POOL_SHARE_DECIMALS};
@@ -1908,12 +1909,7 @@ impl Engine {
         };
         let before = [self.health_at(taker, now_s)?, self.health_at(maker, now_s)?];
         let (mut market, _) = self.accrued_market(m, now_s)?;
-        let flat = PerpPosition {
-            market: m,
-            base: TokenAmount::ZERO,
-            quote: Quote::ZERO,
-            funding_snapshot: market.funding_index,
-        };
+        let flat = PerpPosition::flat(m, market.funding_index);
         let old = [
             taker_sub.perp(m).copied().unwrap_or(flat),
             maker_sub.perp(m).copied().unwrap_or(flat),
@@ -2214,6 +2210,22 @@ impl Engine {
                 skip_if_no_improvement(step, &mut skipped)?;
             }
         }
+        // A portfolio-margined book still short of liquidation-end health is taken over a slice of everything at
+        // once: one leg of a hedge alone may not improve it.
+        if !perps_only
+            && self.sub_accounts[target as usize].margin == MarginKind::Portfolio
+            && self.health_at(target, now_s)?.liquidation_end.is_negative()
+        {
+            // A slice this liquidator cannot take (an asset it may not hold, a price it may not use) does not undo
+            // the steps already taken: the slice commits nothing before its last check. An arithmetic failure
+            // fails the command (it may come after the commit; the journal then undoes everything).
+            match self.liquidate_portfolio(now_s, liquidator, target, &mut events) {
+                Err(rejection) if !events.is_empty() && rejection.code != "arithmetic" => {
+                    skipped.get_or_insert(rejection);
+                }
+                step => skip_if_no_improvement(step, &mut skipped)?,
+            }
+        }
         if events.is_empty() {
             if let Some(rejection) = skipped {
                 return Err(rejection);
@@ -2401,12 +2413,7 @@ impl Engine {
         let mut tp = *target_sub
             .perp(m)
             .expect("listed from the target's positions");
-        let flat = PerpPosition {
-            market: m,
-            base: TokenAmount::ZERO,
-            quote: Quote::ZERO,
-            funding_snapshot: market.funding_index,
-        };
+        let flat = PerpPosition::flat(m, market.funding_index);
         let mut lp = liquidator_sub.perp(m).copied().unwrap_or(flat);
         for p in [&mut tp, &mut lp] {
             market.settle_position_funding(p, decimals)?;

@@ -22,7 +22,10 @@ pub mod perp;
 pub mod pool;
 pub mod portfolio;
 
-pub use command::{Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SubAccountId};
+pub use command::{
+    Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SliceBalance, SlicePosition,
+    SubAccountId,
+};
 pub use config::{AssetConfig, ConfigErrors, ProtocolConfig};
 pub use engine::{
     AssetIdx, Engine, LpPool, MarginKind, SubAccount, POOL_OWNER, POOL_SHARE_DECIMALS,

@@ -375,6 +375,18 @@ pub struct PerpPosition {
     pub funding_snapshot: Price,
 }
 
+impl PerpPosition {
+    /// A flat position in market `market`, its funding settled to `funding_index`: where a new position starts.
+    pub fn flat(market: u16, funding_index: Price) -> PerpPosition {
+        PerpPosition {
+            market,
+            base: TokenAmount::ZERO,
+            quote: Quote::ZERO,
+            funding_snapshot: funding_index,
+        }
+    }
+}
+
 /// The state of one market.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Market {

@@ -84,6 +84,9 @@ pub struct PortfolioMarginConfig {
     pub perp_contingency: Ratio,
     /// Initial requirement = this multiple of the maintenance requirement (at least 1).
     pub initial_multiple: Ratio,
+    /// A portfolio liquidation's fee, as a fraction of the maintenance requirement it releases (below 1, so that
+    /// every step improves health; `crate::engine` portfolio liquidation).
+    pub liquidation_fee: Ratio,
 }
 
 fn ratio(text: &str) -> Ratio {
@@ -107,6 +110,7 @@ impl Default for PortfolioMarginConfig {
             short_option_contingency: ratio("0.01"),
             perp_contingency: ratio("0.005"),
             initial_multiple: ratio("1.3"),
+            liquidation_fee: ratio("0.25"),
         }
     }
 }
@@ -161,6 +165,12 @@ pub fn validate(config: &PortfolioMarginConfig) -> Vec<String> {
         errors.push(format!(
             "vol_shock_max_multiplier {} must be between 1 and 10",
             config.vol_shock_max_multiplier
+        ));
+    }
+    if config.liquidation_fee < Ratio::ZERO || config.liquidation_fee >= one {
+        errors.push(format!(
+            "liquidation_fee {} must be at least 0 and below 1 (a share of the requirement a liquidation releases)",
+            config.liquidation_fee
         ));
     }
     if config.initial_multiple < one || config.initial_multiple > ten {

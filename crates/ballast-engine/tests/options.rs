@@ -599,6 +599,7 @@ fn option_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<ballast_engin
 fn option_streams_replay_to_the_same_hash_and_keep_every_invariant() {
     let base = seed("option_streams", 0x0F7);
     let (mut n_fills, mut n_liquidated, mut n_expired, mut n_pm_calls) = (0, 0, 0, 0);
+    let mut n_slices = 0;
     let mut fill_rejections = std::collections::BTreeMap::new();
     for s in base..base + 3 {
         let stream = option_stream(s, 12, 40);
@@ -612,6 +613,17 @@ fn option_streams_replay_to_the_same_hash_and_keep_every_invariant() {
                         match e {
                             Event::PerpFilled { .. } => n_fills += 1,
                             Event::PerpLiquidated { .. } => n_liquidated += 1,
+                            Event::PortfolioLiquidated {
+                                health_before,
+                                health_after,
+                                ..
+                            } => {
+                                n_slices += 1;
+                                assert!(
+                                    health_after.liquidation_end > health_before.liquidation_end,
+                                    "seed {s}: a slice did not improve health: {e:?}"
+                                );
+                            }
                             Event::PositionExpired { .. } => n_expired += 1,
                             Event::MarginCall { sub_account, .. }
                                 if engine.sub_accounts()[*sub_account as usize].margin
@@ -662,8 +674,8 @@ fn option_streams_replay_to_the_same_hash_and_keep_every_invariant() {
         }
     }
     println!(
-        "fills {n_fills}, liquidations {n_liquidated}, expired {n_expired}, portfolio margin calls {n_pm_calls}, \
-         fill rejections {fill_rejections:?}"
+        "fills {n_fills}, liquidations {n_liquidated}, portfolio slices {n_slices}, expired {n_expired}, \
+         portfolio margin calls {n_pm_calls}, fill rejections {fill_rejections:?}"
     );
     assert!(n_fills > 50 && n_liquidated > 5 && n_expired > 20 && n_pm_calls > 2);
 }

@@ -8,6 +8,7 @@ mod common;
 
 use ballast_engine::{CommandKind, Event, MarginSpec};
 use ballast_num::Quote;
+use ballast_num::TokenQuantity;
 use ballast_risk::{EuropeanOption, Model, OptionInputs, OptionKind};
 use common::*;
 
@@ -309,4 +310,425 @@ fn initial_health_values_collateral_at_the_lower_of_oracle_and_reference() {
         "initial {} vs {expected}",
         h.initial
     );
+}
+
+/// A delta-hedged book: 1 BTC deposited, 1 BTC-PERP sold against it and most of its value borrowed in USDC, from a
+/// USDC pool that `lender` (70,000 USDC) alone funds. The perp's buyer holds BTC collateral, so the borrow runs the
+/// pool at high utilization and the interest then eats the book's small equity. Returns the venue, the book, the
+/// buyer and a registered liquidator.
+fn hedged_book_under_water(days: u64) -> (Venue, u32, u32, u32) {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let lender = v.sub(100, MarginSpec::Cross);
+    v.deposit(lender, "USDC", "70000");
+    let buyer = v.sub(101, MarginSpec::Cross);
+    v.deposit(buyer, "BTC", "10");
+    let a = v.sub(1, MarginSpec::Portfolio);
+    v.deposit(a, "BTC", "1");
+    v.fill("BTC-PERP", a, buyer, false, "1", "60000").unwrap();
+    v.withdraw(a, "USDC", "59000").unwrap();
+    let l = v.sub(9, MarginSpec::Cross);
+    v.deposit(l, "BTC", "100");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    for _ in 0..days {
+        v.t += 86_400;
+        v.all_prices();
+    }
+    (v, a, buyer, l)
+}
+
+/// The liquidation's one event, a portfolio slice (no leg alone improves a hedged book), with its fields.
+fn slice_event(events: &[Event], target: u32) -> &Event {
+    let slices: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::PortfolioLiquidated { target: t, .. } if *t == target))
+        .collect();
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            Event::PerpLiquidated { .. } | Event::SpotLiquidated { .. }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(slices.len(), 1, "{events:?}");
+    slices[0]
+}
+
+/// A hedged book below maintenance cannot be liquidated leg by leg: taking the perp leaves the BTC unhedged, and
+/// swapping the BTC for the debt leaves the perp unhedged. The liquidator takes the same slice of everything at once,
+/// the least that restores liquidation-end health, for a fee of a quarter of the requirement it releases.
+#[test]
+fn a_hedged_portfolio_book_is_liquidated_by_a_slice_of_everything() {
+    let (mut v, a, _, l) = hedged_book_under_water(25);
+    v.ok(CommandKind::AccrueInterest { asset: None });
+    let before = v.health(a);
+    let equity = v.engine.equity(a).unwrap();
+    assert!(
+        before.maintenance.is_negative() && equity.is_positive(),
+        "{before:?} {equity}"
+    );
+    let usdc = v.engine.asset_index("USDC").unwrap();
+    let btc = v.engine.asset_index("BTC").unwrap();
+    let perp = v.engine.market_index("BTC-PERP").unwrap();
+    let debt_before = v.engine.balance_native(a, usdc).unwrap();
+    let insurance_before = v.engine.pool(usdc).insurance_scaled;
+
+    let events = v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: a,
+    });
+    let Event::PortfolioLiquidated {
+        liquidator,
+        fraction,
+        balances,
+        positions,
+        value,
+        fee,
+        insurance_fee,
+        paid,
+        full_close,
+        health_before,
+        health_after,
+        ..
+    } = slice_event(&events, a)
+    else {
+        unreachable!()
+    };
+    assert_eq!((*liquidator, *health_before), (l, before));
+    assert!(!full_close, "a partial slice restores this book");
+    let after = v.health(a);
+    assert_eq!(*health_after, after);
+    assert!(!after.liquidation_end.is_negative(), "{after:?}");
+    assert!(after.maintenance > before.maintenance);
+    // The least slice, in millionths. Each share of the book releases as much of its requirement, less the fee, so
+    // a book short of liquidation-end health by most of its requirement needs most of it taken. Here equity is
+    // 153.293328, the requirement 300.000001 (the perp contingency: the moves cancel) and liquidation end 345.000002,
+    // so le(f) = -191.706674 + (345.000002 - 0.25 * 300.000001) * f, zero at f = 0.71003. The perp moves in whole
+    // steps of 0.0001 BTC while the BTC deposit moves by the millionth, so between two steps the hedge is off by up
+    // to a step (about a dollar of scenario loss) and the bisection lands within that of the least fraction.
+    let f = fraction.raw() as f64 / 1e18;
+    assert!((0.7100..0.7200).contains(&f), "{fraction}");
+    assert!(
+        after.liquidation_end < quote("2"),
+        "no further than the steps' rounding: {after:?}"
+    );
+    assert_eq!(fraction.raw() % 1_000_000_000_000, 0, "millionths");
+    // Every balance moved by the same fraction (rounded down), and the perp by whole steps of 0.0001.
+    let moved: Vec<_> = balances
+        .iter()
+        .map(|b| (b.asset.as_str(), b.amount))
+        .collect();
+    let btc_moved = moved.iter().find(|(s, _)| *s == "BTC").unwrap().1;
+    assert_eq!(
+        btc_moved.to_native_exact(8).unwrap().raw(),
+        (1e8 * f) as i128
+    );
+    let usdc_moved = moved.iter().find(|(s, _)| *s == "USDC").unwrap().1;
+    assert!(
+        usdc_moved.to_native_exact(6).unwrap().is_negative(),
+        "a debt moved"
+    );
+    assert_eq!(positions.len(), 1);
+    assert_eq!(positions[0].market, "BTC-PERP");
+    assert_eq!(positions[0].mark, price("60000"));
+    let perp_moved = positions[0].base.to_native_exact(8).unwrap().raw();
+    assert_eq!(
+        perp_moved,
+        -((1e8 * f) as i128) / 10_000 * 10_000,
+        "short, in steps"
+    );
+    let sub = &v.engine.sub_accounts()[a as usize];
+    assert_eq!(
+        sub.perp(perp).unwrap().base.raw(),
+        -100_000_000 - perp_moved
+    );
+    assert_eq!(
+        v.engine.balance_native(a, btc).unwrap().raw(),
+        100_000_000 - btc_moved.to_native_exact(8).unwrap().raw()
+    );
+    // The fee is a quarter of the released share of the requirement; the liquidator pays the balances' value less
+    // the fee, and the insurance fund gets its share of the fee.
+    let requirement = equity.checked_sub(before.maintenance).unwrap();
+    let expected_fee = (requirement.raw() as f64 * 0.25 * f).ceil() as i128;
+    assert!(
+        (fee.raw() - expected_fee).abs() <= 1,
+        "{fee} vs {expected_fee}"
+    );
+    assert!(insurance_fee.is_positive() && insurance_fee < fee);
+    let paid_native = paid.to_native_exact(6).unwrap().raw();
+    assert_eq!(paid_native, value.checked_sub(*fee).unwrap().raw());
+    assert!(v.engine.pool(usdc).insurance_scaled > insurance_before);
+    let debt_after = v.engine.balance_native(a, usdc).unwrap();
+    // The debt's scaled units round against the holder: up to two micro-USDC more than the exact sum.
+    let exact = debt_before.raw() - usdc_moved.to_native_exact(6).unwrap().raw() + paid_native;
+    assert!(
+        (exact - 2..=exact).contains(&debt_after.raw()),
+        "{debt_after:?} vs {exact}"
+    );
+    assert!(!v.health(l).maintenance.is_negative());
+    v.engine.check_invariants().unwrap();
+    // Restored: a second liquidation is refused.
+    assert_eq!(
+        v.rejected(CommandKind::Liquidate {
+            liquidator: l,
+            target: a
+        })
+        .code,
+        "not_liquidatable"
+    );
+}
+
+/// An insolvent hedged book is taken over whole, at its marks and without a fee; what is left (the USDC it owes
+/// beyond its collateral and its perp's entry fee) goes down the loss waterfall, so nothing stays stuck.
+#[test]
+fn an_insolvent_hedged_book_is_taken_over_whole_and_then_resolved() {
+    let (mut v, a, _, l) = hedged_book_under_water(32);
+    assert!(v.engine.equity(a).unwrap().is_negative());
+    let events = v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: a,
+    });
+    let Event::PortfolioLiquidated {
+        fraction,
+        fee,
+        full_close,
+        ..
+    } = slice_event(&events, a)
+    else {
+        unreachable!()
+    };
+    assert!(*full_close);
+    assert_eq!(fraction.raw(), 1_000_000_000_000_000_000);
+    assert_eq!(*fee, Quote::ZERO);
+    let sub = &v.engine.sub_accounts()[a as usize];
+    assert!(sub.perps.iter().all(|p| p.base.is_zero()), "{sub:?}");
+    let btc = v.engine.asset_index("BTC").unwrap();
+    assert_eq!(v.engine.balance_native(a, btc).unwrap().raw(), 0);
+    v.engine.check_invariants().unwrap();
+    let events = v.ok(CommandKind::ResolveBankruptcy { target: a });
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::BankruptcyResolved { asset, .. } if asset == "USDC")),
+        "{events:?}"
+    );
+    let sub = &v.engine.sub_accounts()[a as usize];
+    assert!(sub.balances.is_empty() && sub.perps.is_empty(), "{sub:?}");
+    v.engine.check_invariants().unwrap();
+}
+
+/// A liquidator that may not hold the book's assets is refused, and the refusal changes nothing.
+#[test]
+fn a_slice_the_liquidator_cannot_hold_is_refused_and_changes_nothing() {
+    let (mut v, a, _, _) = hedged_book_under_water(25);
+    let eth_only = v.sub(10, MarginSpec::Isolated("ETH".into()));
+    v.deposit(eth_only, "ETH", "100");
+    v.ok(CommandKind::RegisterLiquidator {
+        sub_account: eth_only,
+    });
+    let r = v.rejected(CommandKind::Liquidate {
+        liquidator: eth_only,
+        target: a,
+    });
+    assert_eq!(r.code, "not_allowed_in_isolated", "{r}");
+}
+
+/// A stream of hedged portfolio books slowly sinking under their USDC interest while BTC drifts daily by `moves`
+/// (tenths of a percent): `books` of (tenths of a BTC deposited, perp sold as a percentage of it, and whether the
+/// book also writes a call), each borrowing USDC as close to its initial limit as a ladder of halving withdrawals
+/// gets (within 1/128 of the BTC's value) from a lender funding little more than that, a liquidator (sub-account 1,
+/// 1,000 BTC) sweeping every book each day, then the loss waterfall. Some withdrawals and liquidations are refused;
+/// that is part of the test.
+fn hedged_stream(books: &[(u8, u8, bool)], moves: &[i8]) -> Vec<ballast_engine::Command> {
+    let mut t = GENESIS;
+    let mut out = Vec::new();
+    let mut btc = 60_000i128;
+    let publish = |out: &mut Vec<ballast_engine::Command>, t: u64, btc: i128| {
+        for (asset, p) in [("USDC", 1i128), ("BTC", btc)] {
+            out.push(cmd(
+                t,
+                CommandKind::OraclePrice {
+                    asset: asset.into(),
+                    price: ballast_num::Price::from_raw(p * 1_000_000_000_000),
+                    confidence: ballast_num::Price::from_raw(p * 100_000_000),
+                    publish_time: t,
+                },
+            ));
+        }
+    };
+    publish(&mut out, t, btc);
+    let open = |out: &mut Vec<ballast_engine::Command>, owner: u64, margin: MarginSpec| {
+        out.push(cmd(t, CommandKind::CreateAccount { owner }));
+        out.push(cmd(t, CommandKind::OpenSubAccount { owner, margin }));
+    };
+    // 0: the buyer of every perp and call (BTC collateral); 1: the liquidator; 2: the only USDC lender.
+    for owner in 0..3 {
+        open(&mut out, owner, MarginSpec::Cross);
+    }
+    let deposit = |sub_account: u32, asset: &str, whole: i128| CommandKind::Deposit {
+        sub_account,
+        asset: asset.into(),
+        amount: TokenQuantity::from_raw(whole * 10i128.pow(17)),
+    };
+    out.push(cmd(t, deposit(0, "BTC", 10_000)));
+    out.push(cmd(t, deposit(1, "BTC", 10_000)));
+    out.push(cmd(t, CommandKind::RegisterLiquidator { sub_account: 1 }));
+    // Whole USDC: the BTC's value at 60,000, and 2 % more.
+    let value: i128 = books.iter().map(|b| b.0 as i128 * 6_000).sum();
+    out.push(cmd(t, deposit(2, "USDC", value * 102 / 100 * 10)));
+    for (i, &(tenths, hedge, call)) in books.iter().enumerate() {
+        let owner = 3 + i as u64;
+        let id = owner as u32;
+        open(&mut out, owner, MarginSpec::Portfolio);
+        out.push(cmd(t, deposit(id, "BTC", tenths as i128)));
+        let fill = |market: &str, size_steps: i128, price: i128| CommandKind::PerpFill {
+            market: market.into(),
+            taker: id,
+            maker: 0,
+            side: ballast_engine::command::Side::Sell,
+            size: TokenQuantity::from_raw(size_steps * 10i128.pow(14)),
+            price: ballast_num::Price::from_raw(price * 1_000_000_000_000),
+        };
+        // BTC-PERP steps are 0.0001 BTC; the call's 0.01 contracts.
+        out.push(cmd(
+            t,
+            fill("BTC-PERP", tenths as i128 * hedge as i128 * 10, 60_000),
+        ));
+        if call {
+            out.push(cmd(t, fill(CALL, tenths as i128 * 1_000, 3_000)));
+        }
+        // 64/128 of the value, then 32/128, ...: each taken if initial health allows.
+        let unit = tenths as i128 * 6_000 * 10i128.pow(18) / 128;
+        for halving in 0..7 {
+            out.push(cmd(
+                t,
+                CommandKind::Withdraw {
+                    sub_account: id,
+                    asset: "USDC".into(),
+                    amount: TokenQuantity::from_raw(unit * (64 >> halving)),
+                    reduce_only: false,
+                },
+            ));
+        }
+    }
+    for &m in moves {
+        t += 86_400;
+        btc = btc * (1_000 + m as i128) / 1_000;
+        // A few prints a minute apart, so that the slow reference follows and the guard rails let liquidations
+        // through.
+        for minute in 0..4 {
+            publish(&mut out, t + minute * 60, btc);
+        }
+        t += 3 * 60;
+        for i in 0..books.len() as u32 {
+            let target = 3 + i;
+            out.push(cmd(
+                t,
+                CommandKind::Liquidate {
+                    liquidator: 1,
+                    target,
+                },
+            ));
+            out.push(cmd(t, CommandKind::ResolveBankruptcy { target }));
+        }
+    }
+    out
+}
+
+/// Liquidation safety and determinism for portfolio slices on random hedged books: every slice improves the
+/// target's liquidation-end health and restores it unless it took everything; a refusal changes nothing; every
+/// invariant holds; the replay gives the same hash.
+#[test]
+fn portfolio_slices_on_random_hedged_books_are_safe_and_deterministic() {
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+    let slices = std::cell::Cell::new(0u32);
+    let book = (5u8..=40, 80u8..=120, any::<bool>());
+    let strategy = (
+        proptest::collection::vec(book, 1..=4),
+        proptest::collection::vec(-15i8..=15, 20..=45),
+    );
+    TestRunner::new(proptest_config("portfolio_slices", 12, 0x511CE))
+        .run(&strategy, |(books, moves)| {
+            let stream = hedged_stream(&books, &moves);
+            let mut engine = ballast_engine::Engine::new(flat_config(), GENESIS);
+            for command in &stream {
+                // Prices are never refused here; hashing the state around them would only slow the test.
+                let may_refuse = !matches!(command.kind, CommandKind::OraclePrice { .. });
+                let before = if may_refuse {
+                    engine.state_hash()
+                } else {
+                    Default::default()
+                };
+                match engine.apply(command) {
+                    Ok(events) => {
+                        for e in &events {
+                            if let Event::PortfolioLiquidated {
+                                health_before,
+                                health_after,
+                                full_close,
+                                ..
+                            } = e
+                            {
+                                slices.set(slices.get() + 1);
+                                prop_assert!(
+                                    health_after.liquidation_end > health_before.liquidation_end,
+                                    "{e:?}"
+                                );
+                                prop_assert!(
+                                    *full_close || !health_after.liquidation_end.is_negative(),
+                                    "{e:?}"
+                                );
+                            }
+                        }
+                    }
+                    Err(r) => {
+                        prop_assert!(may_refuse, "{r}");
+                        prop_assert_eq!(engine.state_hash(), before)
+                    }
+                }
+            }
+            engine.check_invariants().map_err(TestCaseError::fail)?;
+            let mut replay = ballast_engine::Engine::new(flat_config(), GENESIS);
+            for command in &stream {
+                let _ = replay.apply(command);
+            }
+            prop_assert_eq!(replay.state_hash(), engine.state_hash());
+            Ok(())
+        })
+        .unwrap();
+    println!("portfolio slices: {}", slices.get());
+    assert!(
+        slices.get() >= 10,
+        "too few slices to test: {}",
+        slices.get()
+    );
+}
+
+/// The section's rules, each error naming its field; a fee of the whole requirement or more is refused (a slice
+/// could then fail to improve health).
+#[test]
+fn a_bad_portfolio_margin_section_is_refused_field_by_field() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/protocol.toml"
+    ))
+    .unwrap();
+    let text = text
+        .replace("liquidation_fee = \"0.25\"", "liquidation_fee = \"1\"")
+        .replace("initial_multiple = \"1.3\"", "initial_multiple = \"0.9\"")
+        .replace("tail_weight = \"0.3\"", "tail_weight = \"-0.1\"");
+    let errors = ballast_engine::ProtocolConfig::from_toml("protocol.toml", &text)
+        .unwrap_err()
+        .to_string();
+    for field in [
+        "liquidation_fee 1",
+        "initial_multiple 0.9",
+        "tail_weight -0.1",
+    ] {
+        assert!(
+            errors.contains(&format!("portfolio_margin: {field}")),
+            "{field}: {errors}"
+        );
+    }
 }

@@ -399,7 +399,8 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
                  \x20 vol shocks          up {} / down {} (relative), x sqrt({} days / days to expiry) up to x{}\n\
                  \x20 tail moves          {} at weight {}\n\
                  \x20 contingencies       {} x S per short option contract, {} x S per perp token\n\
-                 \x20 initial multiple    {}\n",
+                 \x20 initial multiple    {}\n\
+                 \x20 slice fee           {} x the requirement a liquidation slice frees\n",
                 grid.scenarios.len(),
                 list(&pm.price_moves),
                 pm.vol_shock_up,
@@ -411,6 +412,7 @@ pub fn describe(source: &str, config: &ProtocolConfig) -> String {
                 pm.short_option_contingency,
                 pm.perp_contingency,
                 pm.initial_multiple,
+                pm.liquidation_fee,
             ));
         }
     }

@@ -102,7 +102,7 @@ impl Candidate {
 
 /// Moves `base` (native units of the underlying) from the target's position to a counterparty's and `quote`
 /// (micro-USD) the same way, keeping the market's long open interest equal to the sum of its long positions.
-fn shift(
+pub(super) fn shift(
     market: &mut Market,
     tp: &mut PerpPosition,
     cp: &mut PerpPosition,
