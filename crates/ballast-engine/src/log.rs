@@ -65,18 +65,73 @@ impl LogEncoder {
         &self.prev
     }
 
+    /// Continues a log whose last entry is `seq` with chain head `head` (the header's hash when `seq` is 0).
+    pub fn resume(seq: u64, head: String) -> LogEncoder {
+        LogEncoder { seq, prev: head }
+    }
+
+    /// The last entry's sequence number (0 before the first).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// The line for the next command (without newline).
     pub fn entry(&mut self, command: &Command) -> String {
+        self.entry_with(command, None)
+    }
+
+    /// The line for the next command with further fields after `command` (`extra`: JSON members without the
+    /// surrounding braces, e.g. `"auth":{...}`), which readers of the log may use and [`decode_log`] ignores.
+    pub fn entry_with(&mut self, command: &Command, extra: Option<&str>) -> String {
         self.seq += 1;
-        let line = format!(
-            r#"{{"seq":{},"prev":"{}","command":{}}}"#,
-            self.seq,
-            self.prev,
-            command.to_json()
-        );
+        let line = match extra {
+            None => format!(
+                r#"{{"seq":{},"prev":"{}","command":{}}}"#,
+                self.seq,
+                self.prev,
+                command.to_json()
+            ),
+            Some(extra) => format!(
+                r#"{{"seq":{},"prev":"{}","command":{},{extra}}}"#,
+                self.seq,
+                self.prev,
+                command.to_json()
+            ),
+        };
         self.prev = sha256_hex(line.as_bytes());
         line
     }
+}
+
+/// One decoded log line: its command and the fields beyond `seq`, `prev` and `command`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedEntry {
+    pub command: Command,
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Decodes entry `seq` of a log whose previous line hashes to `prev`; the error says what is wrong, without the
+/// line number (the caller knows it).
+pub fn decode_entry(line: &str, seq: u64, prev: &str) -> Result<DecodedEntry, String> {
+    let mut value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let object = value.as_object_mut().ok_or("not a JSON object")?;
+    let found = object
+        .remove("seq")
+        .and_then(|v| v.as_u64())
+        .ok_or("missing seq")?;
+    if found != seq {
+        return Err(format!("seq {found}, expected {seq}"));
+    }
+    let entry_prev = object.remove("prev").ok_or("missing prev")?;
+    if entry_prev.as_str() != Some(prev) {
+        return Err("hash chain broken (prev does not match the previous line)".to_string());
+    }
+    let command = object.remove("command").ok_or("missing command")?;
+    let command = Command::from_json(&command.to_string())?;
+    Ok(DecodedEntry {
+        command,
+        extra: std::mem::take(object),
+    })
 }
 
 /// A decoded log.
@@ -108,37 +163,17 @@ pub fn decode_log(text: &str) -> Result<DecodedLog, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let mut value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("line {n}: {e}"))?;
-        let object = value
-            .as_object_mut()
-            .ok_or(format!("line {n}: not a JSON object"))?;
-        let seq = object
-            .get("seq")
-            .and_then(|v| v.as_u64())
-            .ok_or(format!("line {n}: missing seq"))?;
-        if seq != commands.len() as u64 + 1 {
-            return Err(format!(
-                "line {n}: seq {seq}, expected {}",
-                commands.len() + 1
-            ));
-        }
-        let entry_prev = object
-            .get("prev")
-            .and_then(|v| v.as_str())
-            .ok_or(format!("line {n}: missing prev"))?;
-        if entry_prev != prev {
-            return Err(format!(
-                "line {n}: hash chain broken (prev does not match line {})",
-                n - 1
-            ));
-        }
-        let command = object
-            .remove("command")
-            .ok_or(format!("line {n}: missing command"))?;
-        let command =
-            Command::from_json(&command.to_string()).map_err(|e| format!("line {n}: {e}"))?;
-        commands.push(command);
+        let entry = decode_entry(line, commands.len() as u64 + 1, &prev).map_err(|e| {
+            if e.starts_with("hash chain broken") {
+                format!(
+                    "line {n}: hash chain broken (prev does not match line {})",
+                    n - 1
+                )
+            } else {
+                format!("line {n}: {e}")
+            }
+        })?;
+        commands.push(entry.command);
         prev = sha256_hex(line.as_bytes());
     }
     Ok(DecodedLog {

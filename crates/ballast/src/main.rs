@@ -34,7 +34,6 @@ mod calibrate;
 mod check;
 mod option;
 mod run;
-mod summary;
 mod var;
 mod vol;
 

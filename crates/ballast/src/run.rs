@@ -5,10 +5,10 @@
 //! (the 1-based command number) after its `"type"`; a rejected command prints one `{"type":"rejection",...}` line
 //! and the run goes on (a rejection changes nothing). `docs/commands.md` documents every shape.
 
-use crate::summary::{Summary, Tally};
 use crate::{load_config, read_text, Failure, ReplayArgs, RunArgs};
 use ballast_engine::log::{decode_log, sha256_hex, LogEncoder, LogHeader, LOG_FORMAT, LOG_VERSION};
 use ballast_engine::{Command, Engine, Event, Rejection};
+use ballast_service::summary::{Summary, Tally};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -76,7 +76,7 @@ pub struct Summary {
 }
 
 #[derive(Debug, Serialize)]
-struct SubAccountSummary {
+pub struct SubAccountSummary {
     id: SubAccountId,
     owner: OwnerId,
     /// `"cross"` or `{"isolated":"SYMBOL"}`, as in commands and events.
@@ -94,7 +94,7 @@ struct SubAccountSummary {
 }
 
 #[derive(Debug, Serialize)]
-struct PoolSummary {
+pub struct PoolSummary {
     asset: String,
     /// Latest oracle price, USD per whole token; `null` before the first one.
     price: Option<Price>,
@@ -122,7 +122,7 @@ struct PoolSummary {
 
 /// One sub-account's stake in one asset's insurance fund.
 #[derive(Debug, Serialize)]
-struct StakeSummary {
+pub struct StakeSummary {
     sub_account: SubAccountId,
     asset: String,
     /// Insurance shares held, with the asset's decimals (pending unstake shares included).
@@ -134,7 +134,7 @@ struct StakeSummary {
 
 /// The counterparty liquidity pool's header and its providers.
 #[derive(Debug, Serialize)]
-struct CounterpartyPoolSummary {
+pub struct CounterpartyPoolSummary {
     /// The pool's own sub-account (also listed in `sub_accounts`).
     sub_account: SubAccountId,
     /// Pool shares outstanding, 6 decimals; the sum of every provider's shares.
@@ -147,14 +147,14 @@ struct CounterpartyPoolSummary {
 }
 
 #[derive(Debug, Serialize)]
-struct ProviderSummary {
+pub struct ProviderSummary {
     sub_account: SubAccountId,
     /// Pool shares, 6 decimals.
     shares: TokenQuantity,
 }
 
 #[derive(Debug, Serialize)]
-struct PerpSummary {
+pub struct PerpSummary {
     market: String,
     /// Whole tokens of the underlying; positive long.
     base: TokenQuantity,
@@ -165,7 +165,7 @@ struct PerpSummary {
 }
 
 #[derive(Debug, Serialize)]
-struct MarketSummary {
+pub struct MarketSummary {
     symbol: String,
     underlying: String,
     /// The underlying's latest oracle price, USD per whole token; `null` before the first one.
@@ -195,7 +195,7 @@ struct MarketSummary {
 }
 
 #[derive(Debug, Serialize)]
-struct OptionSummary {
+pub struct OptionSummary {
     kind: ballast_engine::perp::OptionKind,
     /// USD per whole token.
     strike: Price,
@@ -211,7 +211,7 @@ struct OptionSummary {
 
 /// `(symbol, value)` pairs written as one JSON object in the given order (a map type would sort the keys).
 #[derive(Debug)]
-struct BySymbol<T>(Vec<(String, T)>);
+pub struct BySymbol<T>(Vec<(String, T)>);
 
 impl<T: Serialize> Serialize for BySymbol<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -226,173 +226,10 @@ impl<T: Serialize> Serialize for BySymbol<T> {
 impl Summary {
     /// Reads everything from the engine's views; fails only on arithmetic overflow in a pool total.
     pub fn build(engine: &Engine, tally: Tally) -> Result<Summary, String> {
-        let assets = engine.assets();
-        let symbol = |asset: u16| assets[asset as usize].symbol.clone();
-        let whole = |asset: u16, amount: TokenAmount| -> NumResult<TokenQuantity> {
-            TokenQuantity::from_native(amount, assets[asset as usize].decimals)
-        };
-        let markets = engine.market_configs();
-        let underlying = engine.market_underlying();
-
-        let mut sub_accounts = Vec::with_capacity(engine.sub_accounts().len());
-        for (i, sub) in engine.sub_accounts().iter().enumerate() {
-            let id = i as SubAccountId;
-            let mut balances = Vec::with_capacity(sub.balances.len());
-            for b in &sub.balances {
-                let amount = engine
-                    .balance_native(id, b.asset)
-                    .and_then(|native| Ok(whole(b.asset, native)?))
-                    .map_err(|e| format!("sub-account {id} {}: {e}", symbol(b.asset)))?;
-                balances.push((symbol(b.asset), amount));
-            }
-            let mut perps = Vec::with_capacity(sub.perps.len());
-            for p in &sub.perps {
-                let market = &markets[p.market as usize];
-                let base = whole(underlying[p.market as usize], p.base)
-                    .map_err(|e| format!("sub-account {id} {}: {e}", market.symbol))?;
-                perps.push(PerpSummary {
-                    market: market.symbol.clone(),
-                    base,
-                    quote: p.quote,
-                    funding_snapshot: p.funding_snapshot,
-                });
-            }
-            let (health, health_error) = match engine.health(id) {
-                Ok(h) => (Some(h), None),
-                Err(rejection) => (None, Some(rejection.to_string())),
-            };
-            sub_accounts.push(SubAccountSummary {
-                id,
-                owner: sub.owner,
-                margin: match sub.margin {
-                    MarginKind::Cross => MarginSpec::Cross,
-                    MarginKind::Portfolio => MarginSpec::Portfolio,
-                    MarginKind::Isolated(asset) => MarginSpec::Isolated(symbol(asset)),
-                },
-                balances: BySymbol(balances),
-                perps,
-                health,
-                health_error,
-                below_maintenance: sub.below_maintenance,
-            });
-        }
-
-        let mut pools = Vec::with_capacity(assets.len());
-        let mut treasury = Vec::with_capacity(assets.len());
-        for (i, config) in assets.iter().enumerate() {
-            let asset = i as u16;
-            let pool = engine.pool(asset);
-            let context = |e: ballast_num::NumError| format!("pool {}: {e}", config.symbol);
-            let utilization = pool.utilization().map_err(context)?;
-            let borrow_rate = config.interest.borrow_rate(utilization);
-            pools.push(PoolSummary {
-                asset: config.symbol.clone(),
-                price: engine.oracle(asset).map(|o| o.price),
-                total_supplied: pool
-                    .total_supplied()
-                    .and_then(|a| whole(asset, a))
-                    .map_err(context)?,
-                total_borrowed: pool
-                    .total_borrowed()
-                    .and_then(|a| whole(asset, a))
-                    .map_err(context)?,
-                vault: whole(asset, pool.vault).map_err(context)?,
-                utilization,
-                borrow_rate,
-                supply_rate: pool
-                    .supply_rate(borrow_rate, config.reserve_factor)
-                    .map_err(context)?,
-                borrow_index: pool.borrow_index,
-                supply_index: pool.supply_index,
-                insurance_fund: pool
-                    .deposit_native(pool.insurance_scaled)
-                    .and_then(|a| whole(asset, a))
-                    .map_err(context)?,
-                insurance_shares: whole(asset, TokenAmount::from_raw(pool.insurance_shares))
-                    .map_err(context)?,
-                bad_debt_covered: whole(asset, pool.bad_debt_covered).map_err(context)?,
-                socialized_loss: whole(asset, pool.socialized_loss).map_err(context)?,
-                withdrawals_paused_until: pool.withdrawals_paused_until_s,
-            });
-            let held = pool
-                .treasury_native()
-                .and_then(|a| whole(asset, a))
-                .map_err(context)?;
-            treasury.push((config.symbol.clone(), held));
-        }
-
-        let mut market_summaries = Vec::with_capacity(markets.len());
-        for (m, (config, state)) in markets.iter().zip(engine.markets()).enumerate() {
-            let asset = underlying[m];
-            let context = |e: ballast_num::NumError| format!("market {}: {e}", config.symbol);
-            market_summaries.push(MarketSummary {
-                symbol: config.symbol.clone(),
-                underlying: config.underlying.clone(),
-                oracle_price: engine.oracle(asset).map(|o| o.price),
-                open_interest: whole(asset, state.open_interest).map_err(context)?,
-                funding_index: state.funding_index,
-                fees_collected: state.fees_collected,
-                insurance_collected: state.insurance_collected,
-                claims_written_off: state.claims_written_off,
-                insurance_paid: state.insurance_paid,
-                socialized_loss: state.socialized_loss,
-                withdrawals_paused_until: state.withdrawals_paused_until_s,
-                reduce_only: state.reduce_only,
-                paused: state.paused,
-                margin_multiplier: state.margin_multiplier(engine.now_s()).map_err(context)?,
-                option: config.option.as_ref().map(|o| OptionSummary {
-                    kind: o.kind,
-                    strike: o.strike,
-                    expiry_s: o.expiry_s,
-                    mark_price: engine.market_mark(m as u16),
-                    mark_vol: state.mark_vol,
-                    settlement_price: state.settlement_price,
-                }),
-            });
-        }
-
-        let mut insurance_stakes = Vec::with_capacity(engine.stakes().len());
-        for (&(id, asset), stake) in engine.stakes() {
-            let context = |e: ballast_num::NumError| {
-                format!(
-                    "insurance stake of sub-account {id} in {}: {e}",
-                    symbol(asset)
-                )
-            };
-            insurance_stakes.push(StakeSummary {
-                sub_account: id,
-                asset: symbol(asset),
-                shares: whole(asset, TokenAmount::from_raw(stake.shares)).map_err(context)?,
-                unstake_shares: whole(asset, TokenAmount::from_raw(stake.unstake_shares))
-                    .map_err(context)?,
-                unstake_requested_s: stake.unstake_requested_s,
-            });
-        }
-
-        let lp = engine.lp_pool();
-        let counterparty_pool = match lp.sub_account {
-            None => None,
-            Some(sub_account) => {
-                let shares = |units: i128| {
-                    TokenQuantity::from_native(TokenAmount::from_raw(units), POOL_SHARE_DECIMALS)
-                        .map_err(|e| format!("counterparty pool shares: {e}"))
-                };
-                let mut providers = Vec::with_capacity(engine.lp_shares().len());
-                for (&id, &units) in engine.lp_shares() {
-                    providers.push(ProviderSummary {
-                        sub_account: id,
-                        shares: shares(units)?,
-                    });
-                }
-                Some(CounterpartyPoolSummary {
-                    sub_account,
-                    total_shares: shares(lp.total_shares)?,
-                    value: engine.counterparty_pool_value(),
-                    providers,
-                })
-            }
-        };
-
+        let sub_accounts = (0..engine.sub_accounts().len())
+            .map(|i| sub_account(engine, i as SubAccountId))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (pools, treasury) = pools(engine)?;
         Ok(Summary {
             kind: "summary",
             commands: tally.commands,
@@ -401,13 +238,191 @@ impl Summary {
             now: engine.now_s(),
             sub_accounts,
             pools,
-            insurance_stakes,
-            markets: market_summaries,
-            counterparty_pool,
-            treasury: BySymbol(treasury),
+            insurance_stakes: insurance_stakes(engine)?,
+            markets: markets(engine)?,
+            counterparty_pool: counterparty_pool(engine)?,
+            treasury,
             state_hash: engine.state_hash(),
         })
     }
+}
+
+/// Whole tokens of `asset`.
+fn whole(engine: &Engine, asset: u16, amount: TokenAmount) -> NumResult<TokenQuantity> {
+    TokenQuantity::from_native(amount, engine.assets()[asset as usize].decimals)
+}
+
+fn symbol(engine: &Engine, asset: u16) -> String {
+    engine.assets()[asset as usize].symbol.clone()
+}
+
+/// One sub-account as the summary shows it (the caller checks that `id` exists).
+pub fn sub_account(engine: &Engine, id: SubAccountId) -> Result<SubAccountSummary, String> {
+    let markets = engine.market_configs();
+    let underlying = engine.market_underlying();
+    let sub = &engine.sub_accounts()[id as usize];
+    let mut balances = Vec::with_capacity(sub.balances.len());
+    for b in &sub.balances {
+        let amount = engine
+            .balance_native(id, b.asset)
+            .and_then(|native| Ok(whole(engine, b.asset, native)?))
+            .map_err(|e| format!("sub-account {id} {}: {e}", symbol(engine, b.asset)))?;
+        balances.push((symbol(engine, b.asset), amount));
+    }
+    let mut perps = Vec::with_capacity(sub.perps.len());
+    for p in &sub.perps {
+        let market = &markets[p.market as usize];
+        let base = whole(engine, underlying[p.market as usize], p.base)
+            .map_err(|e| format!("sub-account {id} {}: {e}", market.symbol))?;
+        perps.push(PerpSummary {
+            market: market.symbol.clone(),
+            base,
+            quote: p.quote,
+            funding_snapshot: p.funding_snapshot,
+        });
+    }
+    let (health, health_error) = match engine.health(id) {
+        Ok(h) => (Some(h), None),
+        Err(rejection) => (None, Some(rejection.to_string())),
+    };
+    Ok(SubAccountSummary {
+        id,
+        owner: sub.owner,
+        margin: match sub.margin {
+            MarginKind::Cross => MarginSpec::Cross,
+            MarginKind::Portfolio => MarginSpec::Portfolio,
+            MarginKind::Isolated(asset) => MarginSpec::Isolated(symbol(engine, asset)),
+        },
+        balances: BySymbol(balances),
+        perps,
+        health,
+        health_error,
+        below_maintenance: sub.below_maintenance,
+    })
+}
+
+/// Every lending pool, and the treasury's holding in each.
+pub fn pools(engine: &Engine) -> Result<(Vec<PoolSummary>, BySymbol<TokenQuantity>), String> {
+    let assets = engine.assets();
+    let mut pools = Vec::with_capacity(assets.len());
+    let mut treasury = Vec::with_capacity(assets.len());
+    for (i, config) in assets.iter().enumerate() {
+        let asset = i as u16;
+        let whole = |a: TokenAmount| whole(engine, asset, a);
+        let pool = engine.pool(asset);
+        let context = |e: ballast_num::NumError| format!("pool {}: {e}", config.symbol);
+        let utilization = pool.utilization().map_err(context)?;
+        let borrow_rate = config.interest.borrow_rate(utilization);
+        pools.push(PoolSummary {
+            asset: config.symbol.clone(),
+            price: engine.oracle(asset).map(|o| o.price),
+            total_supplied: pool.total_supplied().and_then(whole).map_err(context)?,
+            total_borrowed: pool.total_borrowed().and_then(whole).map_err(context)?,
+            vault: whole(pool.vault).map_err(context)?,
+            utilization,
+            borrow_rate,
+            supply_rate: pool
+                .supply_rate(borrow_rate, config.reserve_factor)
+                .map_err(context)?,
+            borrow_index: pool.borrow_index,
+            supply_index: pool.supply_index,
+            insurance_fund: pool
+                .deposit_native(pool.insurance_scaled)
+                .and_then(whole)
+                .map_err(context)?,
+            insurance_shares: whole(TokenAmount::from_raw(pool.insurance_shares))
+                .map_err(context)?,
+            bad_debt_covered: whole(pool.bad_debt_covered).map_err(context)?,
+            socialized_loss: whole(pool.socialized_loss).map_err(context)?,
+            withdrawals_paused_until: pool.withdrawals_paused_until_s,
+        });
+        let held = pool.treasury_native().and_then(whole).map_err(context)?;
+        treasury.push((config.symbol.clone(), held));
+    }
+    Ok((pools, BySymbol(treasury)))
+}
+
+/// Every market, perps and option series.
+pub fn markets(engine: &Engine) -> Result<Vec<MarketSummary>, String> {
+    let markets = engine.market_configs();
+    let underlying = engine.market_underlying();
+    let mut out = Vec::with_capacity(markets.len());
+    for (m, (config, state)) in markets.iter().zip(engine.markets()).enumerate() {
+        let asset = underlying[m];
+        let context = |e: ballast_num::NumError| format!("market {}: {e}", config.symbol);
+        out.push(MarketSummary {
+            symbol: config.symbol.clone(),
+            underlying: config.underlying.clone(),
+            oracle_price: engine.oracle(asset).map(|o| o.price),
+            open_interest: whole(engine, asset, state.open_interest).map_err(context)?,
+            funding_index: state.funding_index,
+            fees_collected: state.fees_collected,
+            insurance_collected: state.insurance_collected,
+            claims_written_off: state.claims_written_off,
+            insurance_paid: state.insurance_paid,
+            socialized_loss: state.socialized_loss,
+            withdrawals_paused_until: state.withdrawals_paused_until_s,
+            reduce_only: state.reduce_only,
+            paused: state.paused,
+            margin_multiplier: state.margin_multiplier(engine.now_s()).map_err(context)?,
+            option: config.option.as_ref().map(|o| OptionSummary {
+                kind: o.kind,
+                strike: o.strike,
+                expiry_s: o.expiry_s,
+                mark_price: engine.market_mark(m as u16),
+                mark_vol: state.mark_vol,
+                settlement_price: state.settlement_price,
+            }),
+        });
+    }
+    Ok(out)
+}
+
+/// Every insurance fund stake, by sub-account then asset.
+pub fn insurance_stakes(engine: &Engine) -> Result<Vec<StakeSummary>, String> {
+    let mut out = Vec::with_capacity(engine.stakes().len());
+    for (&(id, asset), stake) in engine.stakes() {
+        let context = |e: ballast_num::NumError| {
+            format!(
+                "insurance stake of sub-account {id} in {}: {e}",
+                symbol(engine, asset)
+            )
+        };
+        out.push(StakeSummary {
+            sub_account: id,
+            asset: symbol(engine, asset),
+            shares: whole(engine, asset, TokenAmount::from_raw(stake.shares)).map_err(context)?,
+            unstake_shares: whole(engine, asset, TokenAmount::from_raw(stake.unstake_shares))
+                .map_err(context)?,
+            unstake_requested_s: stake.unstake_requested_s,
+        });
+    }
+    Ok(out)
+}
+
+/// The counterparty pool, once opened.
+pub fn counterparty_pool(engine: &Engine) -> Result<Option<CounterpartyPoolSummary>, String> {
+    let lp = engine.lp_pool();
+    let Some(sub_account) = lp.sub_account else {
+        return Ok(None);
+    };
+    let shares = |units: i128| {
+        TokenQuantity::from_native(TokenAmount::from_raw(units), POOL_SHARE_DECIMALS)
+            .map_err(|e| format!("counterparty pool shares: {e}"))
+    };
+    let mut providers = Vec::with_capacity(engine.lp_shares().len());
+    for (&id, &units) in engine.lp_shares() {
+        providers.push(ProviderSummary {
+            sub_account: id,
+            shares: shares(units)?,
+        });
+    }
+    Ok(Some(CounterpartyPoolSummary {
+        sub_account,
+        total_shares: shares(lp.total_shares)?,
+        value: engine.counterparty_pool_value(),
+        providers,
+    }))
 }
 
 #[cfg(test)]
