@@ -335,7 +335,8 @@ fn normal_cdf_limits() {
     assert_eq!(normal_cdf(-39.0), 0.0);
     assert_eq!(normal_cdf(-1e300), 0.0);
     assert_eq!(normal_cdf(f64::NEG_INFINITY), 0.0);
-    assert_eq!(normal_cdf(9.0), 1.0);
+    assert_eq!(normal_cdf(8.3), 1.0);
+    assert!(normal_cdf(8.2) < 1.0);
     assert_eq!(normal_cdf(f64::INFINITY), 1.0);
     assert_eq!(normal_cdf(0.0), 0.5);
     assert!(normal_cdf(f64::NAN).is_nan());
