@@ -19,13 +19,21 @@
 //! The factor `e^(−x²/2)` is computed without the usual loss in the tails: `x²` is split exactly into `h + l`
 //! (Dekker's product, `h = fl(x²)`, `l` the rounding error), and `e^(−x²/2) = e^(−h/2)·(1 − l/2)` to within
 //! `l²/8 < 2^−100` relative; `−h/2` is exact, so the only errors are the standard library's `exp` (under one ulp on
-//! the usual platforms) and two roundings. A plain `exp(−x*x/2)` would add `x²·2^−53` relative (4·10^−14 at
+//! the usual platforms) and one rounding. A plain `exp(−x*x/2)` would add `x²·2^−53` relative (4·10^−14 at
 //! `x = 20`).
 //!
-//! Accuracy of [`normal_cdf`], measured against a big-integer reference evaluation (`normal/tests.rs`): a
-//! relative error below `4·2^−53` (4.5·10^−16) for every `x` where `N(x)` is a normal (not subnormal) f64, i.e.
-//! `x >= −37.5`; `N` underflows to subnormal numbers below −37.5 and to 0 below −38.5, and is exactly 1 above 8.3.
-//! The density [`normal_pdf`] is within `2·2^−53` relative where it is normal (`|x| <= 37.6`).
+//! Accuracy, measured against a big-integer evaluation of the exact function at the exact f64 argument
+//! (`normal/tests.rs`: a grid of step 1/8 over [−37.5, 8.5], the range boundaries, 600 random points per run, and
+//! 80,000 more during development):
+//!
+//! - [`normal_cdf`]: relative error below `8·2^−53` (8.9·10^−16) wherever `N(x)` is a normal f64, i.e.
+//!   `x >= −37.5`. Largest seen: 7.6 units of `2^−53` in the lower middle range (`x` near −2.6), 4.5 in the far lower
+//!   tail, 2.8 in the central range, 1.2 for `x > 0.66`. Against the bound documented for the `erfc`-based `N` it
+//!   replaced, `(1 + x²)·2^−52`, which grows in the lower tail: met at every point with `|x| >= 1.23` (far inside
+//!   it in the lower tail, where that `N` was measured up to 1,665 units off between −37.5 and −5.66); nearer the
+//!   centre, where that bound is 2 to 5 units, the new `N` is within 5 units (largest seen 4.5). Below −37.5 `N` is subnormal (fewer significant bits), below −38.5 it is 0; from 8.3 up it
+//!   is exactly 1.
+//! - [`normal_pdf`]: relative error below `4·2^−53` (largest seen 3.05) where `n(x)` is a normal f64 (`|x| <= 37.6`).
 
 #[cfg(test)]
 mod tests;
@@ -128,7 +136,9 @@ pub(crate) fn gaussian_factor(x: f64) -> f64 {
         return 0.0;
     }
     let (high, low) = exact_square(x_abs);
-    (-0.5 * high).exp() * (1.0 - 0.5 * low)
+    // e^(−h/2)·(1 − l/2), written so that the correction adds to e^(−h/2) in one rounding.
+    let exp_high = (-0.5 * high).exp();
+    exp_high - exp_high * (0.5 * low)
 }
 
 /// `c[0] + c[1]·t + … + c[N−1]·t^(N−1)` (Horner).
@@ -182,7 +192,7 @@ pub(crate) fn normal_cdf_given_gaussian(x: f64, gaussian: f64) -> f64 {
 }
 
 /// The standard normal cumulative distribution function `N(x)` (Cody's rational approximations; accuracy in the
-/// module doc: below `4·2^−53` relative wherever the result is a normal f64). `N(−∞) = 0`, `N(+∞) = 1`,
+/// module doc: below `8·2^−53` relative wherever the result is a normal f64). `N(−∞) = 0`, `N(+∞) = 1`,
 /// `N(NaN) = NaN`.
 pub fn normal_cdf(x: f64) -> f64 {
     let gaussian = if x.abs() <= CENTRAL_ABS_MAX {
@@ -193,7 +203,7 @@ pub fn normal_cdf(x: f64) -> f64 {
     normal_cdf_given_gaussian(x, gaussian)
 }
 
-/// The standard normal density `n(x) = e^(−x²/2)/√(2π)`, within `2·2^−53` relative where it is a normal f64.
+/// The standard normal density `n(x) = e^(−x²/2)/√(2π)`, within `4·2^−53` relative where it is a normal f64.
 pub fn normal_pdf(x: f64) -> f64 {
     FRAC_1_SQRT_2PI * gaussian_factor(x)
 }
