@@ -33,14 +33,14 @@
 //! Units: `expiry_years` in years; `rate`, `dividend_yield` and `vol` are annual decimals (0.05 = 5 %) with
 //! continuous compounding; spot, forward, strike and price in the same currency units.
 //!
-//! The normal CDF `N` is W. J. Cody's rational approximation (module [`normal`]: within `4·2^−53` relative
+//! The normal CDF `N` is W. J. Cody's rational approximation (module `normal`: within `8·2^−53` relative
 //! wherever `N(x)` is a normal f64, so deep out-of-the-money legs keep their relative accuracy). Its tails are a
 //! rational function times `e^(−x²/2)`, which the pricer computes once per option and shares: with `x = ln(F/K)`,
 //! `d1² − d2² = 2x`, so `e^(−d2²/2) = e^(−d1²/2)·e^x`. The factor is computed at whichever of `d1`, `d2` is smaller in
 //! magnitude and multiplied by `e^(−|x|) = min(F, K)/max(F, K)` (computed once per option, in
 //! [`EuropeanOption::new`]) for the other; the same factor gives the density `n(d1)` of gamma, vega and theta.
 //! So one `exp` serves `N(w·d1)`, `N(w·d2)` and `n(d1)`.
-
+//!
 //! Implied volatility: see [`EuropeanOption::implied_vol`].
 //!
 //! Domain: spot (or forward), strike, expiry and volatility must be finite and > 0; rate and yield finite (negative
