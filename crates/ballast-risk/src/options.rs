@@ -33,11 +33,13 @@
 //! Units: `expiry_years` in years; `rate`, `dividend_yield` and `vol` are annual decimals (0.05 = 5 %) with
 //! continuous compounding; spot, forward, strike and price in the same currency units.
 //!
-//! The normal CDF is `N(x) = erfc(−x/√2)/2` with `erfc` from the `libm` crate (a port of FreeBSD's `s_erf.c`, whose
-//! rational approximations are within 2^−57 of the function, so `erfc` is within about one ulp). Computing the lower
-//! tail through `erfc` keeps a *relative* accuracy there: the rounding of `−x/√2` adds a relative error of about
-//! `x²·2^−53`, so `N(−10)` is good to about 1e−14 relative and `N(−37)` to about 1e−13, where `1 − N(10)` written
-//! as a difference would have no correct digit. `N` underflows to 0 below about −38.5.
+//! The normal CDF `N` is W. J. Cody's rational approximation (module `normal`: within `8·2^−53` relative
+//! wherever `N(x)` is a normal f64, so deep out-of-the-money legs keep their relative accuracy). Its tails are a
+//! rational function times `e^(−x²/2)`, which the pricer computes once per option and shares: with `x = ln(F/K)`,
+//! `d1² − d2² = 2x`, so `e^(−d2²/2) = e^(−d1²/2)·e^x`. The factor is computed at whichever of `d1`, `d2` is smaller in
+//! magnitude and multiplied by `e^(−|x|) = min(F, K)/max(F, K)` (computed once per option, in
+//! [`EuropeanOption::new`]) for the other; the same factor gives the density `n(d1)` of gamma, vega and theta.
+//! So one `exp` serves `N(w·d1)`, `N(w·d2)` and `n(d1)`.
 //!
 //! Implied volatility: see [`EuropeanOption::implied_vol`].
 //!
@@ -47,11 +49,12 @@
 
 use std::fmt;
 
+use normal::{gaussian_factor, normal_cdf_given_gaussian, FRAC_1_SQRT_2PI};
+pub use normal::{normal_cdf, normal_pdf};
+
+mod normal;
 #[cfg(test)]
 mod tests;
-
-/// `1/√(2π)`, the normal density at 0.
-const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 /// The most relative uncertainty of an implied volatility that [`EuropeanOption::implied_vol`] accepts: the
 /// relative change of volatility that one rounding unit (2^−52, relative) of the price corresponds to. Above it the
@@ -66,17 +69,6 @@ pub const IMPLIED_VOL_ITERATIONS_MAX: u32 = 200;
 /// option is worth its upper bound to within rounding (`N(−32)` is about 1e−225), so a larger value cannot be
 /// told apart.
 pub const TOTAL_STD_DEV_MAX: f64 = 64.0;
-
-/// The standard normal cumulative distribution function `N(x) = erfc(−x/√2)/2` (libm's `erfc`; accuracy in the
-/// module doc). `N(−∞) = 0`, `N(+∞) = 1`, `N(NaN) = NaN`.
-pub fn normal_cdf(x: f64) -> f64 {
-    0.5 * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
-}
-
-/// The standard normal density `n(x) = e^(−x²/2)/√(2π)`.
-pub fn normal_pdf(x: f64) -> f64 {
-    FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
-}
 
 /// Which formula prices the option; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,11 +242,28 @@ pub struct EuropeanOption {
     log_moneyness: f64,
     /// `√T`.
     sqrt_expiry: f64,
+    /// `e^(−|ln(F/K)|) = min(F, K)/max(F, K)`, in (0, 1]: the ratio of `e^(−d1²/2)` and `e^(−d2²/2)` (the smaller
+    /// over the larger), which lets one `exp` serve both (module doc).
+    moneyness_decay: f64,
     /// The no-arbitrage bounds of the price (discounted), see [`EuropeanOption::price_bounds`]. Rounding in the
     /// pricing formulas (a difference of two legs that nearly cancel) never takes a price outside them: prices are
     /// clamped to `[lower_bound, upper_bound]`.
     lower_bound: f64,
     upper_bound: f64,
+}
+
+/// What [`EuropeanOption::price`] and [`EuropeanOption::greeks`] share; see [`EuropeanOption::legs`].
+struct Legs {
+    /// `N(w·d1)`.
+    cdf_d1: f64,
+    /// `e^(−d1²/2)`.
+    gaussian_d1: f64,
+    /// `U·e^((b−r)T)·N(w·d1)`.
+    underlying_leg: f64,
+    /// `K·e^(−rT)·N(w·d2)`.
+    strike_leg: f64,
+    /// `w·(underlying_leg − strike_leg)`, clamped to the no-arbitrage bounds.
+    price: f64,
 }
 
 fn check_positive(field: &'static str, value: f64) -> Result<(), OptionError> {
@@ -317,15 +326,31 @@ impl EuropeanOption {
         };
         let t = inputs.expiry_years;
         let discount_factor = finite("the discount factor e^(-rT)", (-inputs.rate * t).exp())?;
-        let carry_discount_factor = finite(
-            "the yield discount factor e^(-qT)",
-            ((carry_rate - inputs.rate) * t).exp(),
-        )?;
+        // Black-76: e^((b−r)T) = e^(−rT) and F = U, no exp needed.
+        let carry_discount_factor = match inputs.model {
+            Model::BlackScholes => finite(
+                "the yield discount factor e^(-qT)",
+                ((carry_rate - inputs.rate) * t).exp(),
+            )?,
+            Model::Black76 => discount_factor,
+        };
         let log_moneyness = finite(
             "ln(F/K)",
             (inputs.underlying / inputs.strike).ln() + carry_rate * t,
         )?;
-        let forward = finite("the forward F", inputs.underlying * (carry_rate * t).exp())?;
+        let growth_factor = match inputs.model {
+            // e^((r−q)T) = e^(−qT)/e^(−rT): one exp fewer, within 1.5 rounding units instead of 0.5; by exp where
+            // a factor is subnormal (the quotient would lose digits).
+            Model::BlackScholes
+                if discount_factor >= f64::MIN_POSITIVE
+                    && carry_discount_factor >= f64::MIN_POSITIVE =>
+            {
+                carry_discount_factor / discount_factor
+            }
+            Model::BlackScholes => (carry_rate * t).exp(),
+            Model::Black76 => 1.0,
+        };
+        let forward = finite("the forward F", inputs.underlying * growth_factor)?;
         if discount_factor == 0.0 || carry_discount_factor == 0.0 || forward == 0.0 {
             return Err(OptionError::NotFinite {
                 quantity: "a discount factor or the forward (underflows to 0)",
@@ -337,6 +362,13 @@ impl EuropeanOption {
             inputs.underlying * carry_discount_factor,
         )?;
         let strike_discounted = finite("the discounted strike", inputs.strike * discount_factor)?;
+        // F/K = S·e^(−qT)/(K·e^(−rT)) (Black-76: F·e^(−rT)/(K·e^(−rT))); 0 only if it underflows, and then
+        // e^(−|ln(F/K)|) does too.
+        let moneyness_decay = if underlying_discounted <= strike_discounted {
+            underlying_discounted / strike_discounted
+        } else {
+            strike_discounted / underlying_discounted
+        };
         let (lower_bound, upper_bound) = match inputs.kind {
             OptionKind::Call => (
                 (underlying_discounted - strike_discounted).max(0.0),
@@ -355,6 +387,7 @@ impl EuropeanOption {
             forward,
             log_moneyness,
             sqrt_expiry: t.sqrt(),
+            moneyness_decay,
             lower_bound,
             upper_bound,
         })
@@ -393,13 +426,39 @@ impl EuropeanOption {
     /// The price at volatility `vol` (annual, > 0).
     pub fn price(&self, vol: f64) -> Result<f64, OptionError> {
         let total_std_dev = self.total_std_dev(vol)?;
+        let legs = self.legs(total_std_dev);
+        finite("the price", legs.price)
+    }
+
+    /// `d1`, `N(w·d1)`, `N(w·d2)`, `e^(−d1²/2)` and the price at total standard deviation `s = σ√T > 0`: what
+    /// [`price`](Self::price) and [`greeks`](Self::greeks) share (so both give the same price to the bit). One
+    /// `exp` for the three normal functions (module doc).
+    #[inline(always)]
+    fn legs(&self, total_std_dev: f64) -> Legs {
         let w = self.inputs.kind.sign();
-        let d1 = self.log_moneyness / total_std_dev + 0.5 * total_std_dev;
+        let x = self.log_moneyness;
+        let d1 = x / total_std_dev + 0.5 * total_std_dev;
         let d2 = d1 - total_std_dev;
-        let price = w
-            * (self.inputs.underlying * self.carry_discount_factor * normal_cdf(w * d1)
-                - self.inputs.strike * self.discount_factor * normal_cdf(w * d2));
-        finite("the price", self.clamp_to_bounds(price))
+        // d1² − d2² = 2x: for x >= 0, |d2| <= |d1| and e^(−d1²/2) = e^(−d2²/2)·e^(−x); for x < 0 the other way.
+        let (gaussian_d1, gaussian_d2) = if x >= 0.0 {
+            let gaussian_d2 = gaussian_factor(d2);
+            (gaussian_d2 * self.moneyness_decay, gaussian_d2)
+        } else {
+            let gaussian_d1 = gaussian_factor(d1);
+            (gaussian_d1, gaussian_d1 * self.moneyness_decay)
+        };
+        let cdf_d1 = normal_cdf_given_gaussian(w * d1, gaussian_d1);
+        let cdf_d2 = normal_cdf_given_gaussian(w * d2, gaussian_d2);
+        // U·e^((b−r)T)·N(w·d1) and K·e^(−rT)·N(w·d2): the two legs of the price, each >= 0.
+        let underlying_leg = self.inputs.underlying * self.carry_discount_factor * cdf_d1;
+        let strike_leg = self.inputs.strike * self.discount_factor * cdf_d2;
+        Legs {
+            cdf_d1,
+            gaussian_d1,
+            underlying_leg,
+            strike_leg,
+            price: self.clamp_to_bounds(w * (underlying_leg - strike_leg)),
+        }
     }
 
     /// Price and all Greeks at volatility `vol` (annual, > 0). Formulas and units in the module doc.
@@ -409,20 +468,19 @@ impl EuropeanOption {
             model,
             kind,
             underlying,
-            strike,
             rate,
             expiry_years,
             ..
         } = self.inputs;
         let w = kind.sign();
-        let d1 = self.log_moneyness / total_std_dev + 0.5 * total_std_dev;
-        let d2 = d1 - total_std_dev;
-        let density_d1 = normal_pdf(d1);
-        // U·e^((b−r)T)·N(w·d1) and K·e^(−rT)·N(w·d2): the two legs of the price, each >= 0.
-        let cdf_d1 = normal_cdf(w * d1);
-        let underlying_leg = underlying * self.carry_discount_factor * cdf_d1;
-        let strike_leg = strike * self.discount_factor * normal_cdf(w * d2);
-        let price = self.clamp_to_bounds(w * (underlying_leg - strike_leg));
+        let Legs {
+            cdf_d1,
+            gaussian_d1,
+            underlying_leg,
+            strike_leg,
+            price,
+        } = self.legs(total_std_dev);
+        let density_d1 = FRAC_1_SQRT_2PI * gaussian_d1;
         let delta = w * self.carry_discount_factor * cdf_d1;
         let gamma = self.carry_discount_factor * density_d1 / (underlying * total_std_dev);
         let vega = underlying * self.carry_discount_factor * density_d1 * self.sqrt_expiry;

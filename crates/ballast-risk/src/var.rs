@@ -219,7 +219,8 @@ pub fn normal_from_losses(losses: &[f64], level: f64) -> Result<VarEs, VarError>
 }
 
 /// The standard normal quantile `N⁻¹(p)` for `p` in (0, 1): Acklam's rational approximation (relative error below
-/// 1.15e-9) refined by one Halley step on `N` (from `erfc`), which brings it to within a few ulp.
+/// 1.15e-9) refined by one Halley step on `N` (`options::normal_cdf`, Cody's approximation), which brings it to
+/// within a few ulp.
 pub fn normal_quantile(p: f64) -> f64 {
     debug_assert!(p > 0.0 && p < 1.0);
     const A: [f64; 6] = [
