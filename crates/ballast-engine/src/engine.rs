@@ -897,8 +897,21 @@ impl Engine {
         overrides: &[(AssetIdx, i128)],
         guard: Guard,
     ) -> Result<Health, Rejection> {
+        self.check_new_risk_with(id, action, now_s, overrides, &[], guard)
+    }
+
+    /// [`Engine::check_new_risk_guarded`] with perp positions replaced too (`None`: closed).
+    fn check_new_risk_with(
+        &self,
+        id: SubAccountId,
+        action: &str,
+        now_s: u64,
+        overrides: &[(AssetIdx, i128)],
+        perp_overrides: &[(MarketIdx, Option<PerpPosition>)],
+        guard: Guard,
+    ) -> Result<Health, Rejection> {
         let sub = self.sub_account(id)?;
-        let cache = self.health_cache_with(sub, now_s, overrides, &[], guard)?;
+        let cache = self.health_cache_with(sub, now_s, overrides, perp_overrides, guard)?;
         match cache.initial_for_new_risk()? {
             Err(blocked) => Err(reject(
                 blocked.problem.code(),

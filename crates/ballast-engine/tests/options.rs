@@ -1069,3 +1069,85 @@ fn a_solvent_sub_account_with_a_profitable_long_option_is_not_bankrupt() {
     assert_eq!(r.code, "not_bankrupt", "{r}");
     assert!(r.message.contains("settle its PnL instead"), "{r}");
 }
+
+/// A portfolio-margined covered-call writer W (borrowed to its initial limit) is the only short of the series:
+/// buying its short call back at the mark would not lower its value but would remove its hedge and push it below
+/// maintenance. The bankrupt's long call is then not closed against it: the resolution is refused with
+/// `no_counterparty` and changes nothing (it can go through once the market moves, or the series expires and the
+/// call becomes a closed claim). With W less levered, W stays above maintenance and the call is closed against it.
+#[test]
+fn closing_a_long_option_never_pushes_a_portfolio_short_below_maintenance() {
+    let mut v = Venue::new(flat_config());
+    v.all_prices();
+    let lender = v.sub(10, MarginSpec::Cross);
+    v.deposit(lender, "USDC", "500000");
+    let w = v.sub(1, MarginSpec::Portfolio);
+    v.deposit(w, "BTC", "1");
+    let t = v.sub(3, MarginSpec::Cross);
+    v.deposit(t, "USDC", "30000");
+    let p = v.sub(5, MarginSpec::Cross);
+    v.deposit(p, "USDC", "1000000");
+    v.fill(CALL, t, w, true, "1", "4500").unwrap();
+    v.fill("BTC-PERP", t, p, false, "4", "60000").unwrap();
+    let l = v.sub(9, MarginSpec::Cross);
+    v.deposit(l, "USDC", "5000000");
+    v.ok(CommandKind::RegisterLiquidator { sub_account: l });
+    v.t += 60;
+    v.price("USDC", "1");
+    v.price("BTC", "75000");
+    v.ok(CommandKind::Liquidate {
+        liquidator: l,
+        target: t,
+    });
+    v.ok(CommandKind::SettlePnl {
+        market: "BTC-PERP".into(),
+        winner: p,
+        loser: t,
+    });
+    for _ in 0..240 {
+        v.t += 60;
+        v.price("USDC", "1");
+        v.price("BTC", "75000");
+    }
+    // W borrows USDC as far as its (covered-call) initial health allows, or only a third of that.
+    let borrow = |v: &mut Venue, limit: i128| {
+        let mut step = 64_000i128;
+        while step >= 1 {
+            if step <= limit {
+                let _ = v.apply(CommandKind::Withdraw {
+                    sub_account: w,
+                    asset: "USDC".into(),
+                    amount: qty(&step.to_string()),
+                    reduce_only: false,
+                });
+            }
+            step /= 2;
+        }
+    };
+    assert!(v.engine.equity(t).unwrap().is_negative(), "T insolvent");
+    let mut calm = Venue {
+        engine: v.engine.clone(),
+        t: v.t,
+    };
+    borrow(&mut v, i128::MAX);
+    assert!(!v.health(w).maintenance.is_negative());
+    let r = v.rejected(CommandKind::ResolveBankruptcy { target: t });
+    assert_eq!(r.code, "no_counterparty", "{r}");
+
+    borrow(&mut calm, 20_000);
+    let before = calm.health(w);
+    let events = calm.ok(CommandKind::ResolveBankruptcy { target: t });
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ClosedAtMark { counterparty, .. } if *counterparty == w)),
+        "{events:?}"
+    );
+    let after = calm.health(w);
+    assert!(
+        after.maintenance < before.maintenance,
+        "the hedge is gone: {before:?} -> {after:?}"
+    );
+    assert!(!after.maintenance.is_negative(), "{after:?}");
+    calm.engine.check_invariants().unwrap();
+}

@@ -732,3 +732,42 @@ fn a_bad_portfolio_margin_section_is_refused_field_by_field() {
         );
     }
 }
+
+/// The slice is value-neutral for the target but for the fee, whatever the quote asset's oracle says: its balance
+/// moves and the payment are both at that price (a payment at face with USDC at 1.03 would shift 48 USD).
+#[test]
+fn a_slice_costs_the_target_its_fee_whatever_the_quote_price() {
+    for usdc in ["1", "1.01", "1.03"] {
+        let (mut v, a, _, l) = hedged_book_under_water(25);
+        v.t += 1;
+        v.price("USDC", usdc);
+        v.ok(CommandKind::AccrueInterest { asset: None });
+        let equity_before = v.engine.equity(a).unwrap();
+        let l_before = v.engine.equity(l).unwrap();
+        let events = v.ok(CommandKind::Liquidate {
+            liquidator: l,
+            target: a,
+        });
+        let Event::PortfolioLiquidated {
+            fee, insurance_fee, ..
+        } = slice_event(&events, a)
+        else {
+            unreachable!()
+        };
+        let lost = equity_before
+            .checked_sub(v.engine.equity(a).unwrap())
+            .unwrap();
+        let gained = v.engine.equity(l).unwrap().checked_sub(l_before).unwrap();
+        // Micro-dollar roundings: token conversions, scaled balances.
+        assert!(
+            (lost.raw() - fee.raw()).abs() < 10,
+            "usdc {usdc}: target lost {lost}, fee {fee}"
+        );
+        let earned = fee.checked_sub(*insurance_fee).unwrap();
+        assert!(
+            (gained.raw() - earned.raw()).abs() < 10,
+            "usdc {usdc}: liquidator gained {gained}, fee less insurance {earned}"
+        );
+        v.engine.check_invariants().unwrap();
+    }
+}

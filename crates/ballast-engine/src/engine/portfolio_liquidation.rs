@@ -15,9 +15,14 @@
 //!   of the market's step (`f * size` rounded down to a step; the whole position when `f = 1`); the target's quote
 //!   balance in the market keeps what the position had made or lost;
 //! - the liquidator pays the target the value of the balances it took, `V` (deposits at the oracle rounded down,
-//!   debts rounded up), less the fee `F`, in quote-asset tokens at face (the target pays when `V - F` is negative),
-//!   and pays the insurance share of the fee (`[protocol] liquidation_insurance_share`) to the quote asset's
-//!   insurance fund.
+//!   debts rounded up, the quote asset's included), less the fee `F`, in quote-asset tokens at the quote asset's
+//!   oracle price (rounded down when the target receives, up when it pays, as it does when `V - F` is negative), and
+//!   pays the insurance share of the fee (`[protocol] liquidation_insurance_share`) to the quote asset's insurance
+//!   fund. Everything is valued at the oracle, as portfolio health values it, so the moves are value-neutral for
+//!   the target but for the fee.
+//!
+//! The liquidator must keep non-negative initial health under the liquidation guard after the slice (checked
+//! before anything is written); a slice it cannot take leaves the steps already taken in place.
 //!
 //! The fee is `[portfolio_margin] liquidation_fee` of the maintenance requirement the slice releases,
 //! `ceil(f * fee * R)` with `R` the book's requirement before the step, and never more than `f` times the
@@ -238,6 +243,8 @@ impl Engine {
         };
         let share = self.protocol.liquidation_insurance_share;
         let quote_decimals = self.assets[quote_asset as usize].decimals;
+        let quote_price =
+            self.usable_price(quote_asset, now_s, Guard::Liquidation, "liquidation")?;
         let (l_quote_before, t_quote_before) = (
             liquidator_sub.scaled(quote_asset),
             target_sub.scaled(quote_asset),
@@ -322,7 +329,7 @@ impl Engine {
                 new_positions.push((p.market, tp, lp, market));
                 moved_positions.push((p.market, signed, p.mark));
             }
-            // The fee, its insurance share and the payment, in quote tokens at face.
+            // The fee, its insurance share and the payment, in quote tokens at the quote oracle.
             let fee = if full {
                 full_fee
             } else {
@@ -336,14 +343,8 @@ impl Engine {
             };
             let insurance_fee = fee.mul_ratio_floor(share)?;
             let net = value.checked_sub(fee)?;
-            let unit = ballast_num::pow10(quote_decimals as u32)?;
             let tokens = |v: Quote, rounding: Rounding| -> NumResult<TokenAmount> {
-                Ok(TokenAmount::from_raw(ballast_num::mul_div(
-                    v.raw(),
-                    unit,
-                    Quote::SCALE,
-                    rounding,
-                )?))
+                quote_price.amount_for_value(v, quote_decimals, rounding)
             };
             // What the target receives is rounded down, what it pays rounded up.
             let paid = if net.is_negative() {
@@ -427,6 +428,25 @@ impl Engine {
                 })
             })
             .collect::<NumResult<Vec<_>>>()?;
+        let l_balances: Vec<(AssetIdx, i128)> = slice
+            .balances
+            .iter()
+            .filter(|(id, ..)| *id == liquidator)
+            .map(|&(_, a, s)| (a, s))
+            .collect();
+        let l_positions: PositionOverrides = slice
+            .positions
+            .iter()
+            .map(|(m, _, lp, _)| (*m, keep_position(lp)))
+            .collect();
+        self.check_new_risk_with(
+            liquidator,
+            "taking over the slice",
+            now_s,
+            &l_balances,
+            &l_positions,
+            Guard::Liquidation,
+        )?;
         let fraction = Ratio::from_fraction(k, SLICE_UNITS, Rounding::Floor)?;
         let paid = TokenQuantity::from_native(slice.paid, quote_decimals)?;
         // Every check is done: commit (only arithmetic can fail from here).

@@ -16,8 +16,11 @@
 //! the series' short positions in ADL order (below, ranked at the mark): each chunk of `size` contracts moves
 //! `floor(size * mark)` micro-USD from the short's quote balance to the bankrupt position's, so no short pays more
 //! than its contracts' value at the mark and nobody's value at the mark falls (event `closed_at_mark`, no withdrawal
-//! pause). The closed position is then a claim like any other, forfeited to the insurance fund's claim. The command
-//! then resolves, in this order:
+//! pause). A short whose health that would lower (a portfolio-margined short that hedges something else) is taken
+//! only after the others, and only if it stays at or above maintenance; if the shorts that may be taken hold too
+//! little, the command is refused (`no_counterparty`) until the market moves or the series expires (its positions
+//! are then closed at the payoff). The closed position is then a claim like any other, forfeited to the insurance
+//! fund's claim. The command then resolves, in this order:
 //!
 //! 1. **Each perp position, in market order.** Its deficit is its negative value at the oracle. The steps of
 //!    `[protocol] bankruptcy_waterfall` apply in their configured order:
@@ -125,6 +128,15 @@ pub(super) fn shift(
         market.open_interest = market.open_interest.checked_add(n.checked_sub(*o)?)?;
     }
     Ok(())
+}
+
+/// The two passes of `close_at_mark` over the series' shorts.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// Shorts whose maintenance health does not fall (every standard-margin short).
+    NoLessHealthy,
+    /// Shorts whose health falls but stays at or above zero.
+    StaysAboveMaintenance,
 }
 
 /// What one market's resolution did, for its summary event and ledgers.
@@ -799,42 +811,66 @@ impl Engine {
         debug_assert!(tp.base.is_positive(), "checked by resolve_bankruptcy");
         let mut ranked = self.adl_ranking(now_s, m, target, mark, market.funding_index)?;
         let mut left = tp.base;
-        for (rank, c) in ranked.iter_mut().enumerate() {
-            if left.is_zero() {
-                break;
+        // Buying back a short at its mark never lowers its value, but it can lower a portfolio-margined short's
+        // health (the short may hedge something else). First pass: only shorts no less healthy after their chunk;
+        // second pass: the others, if they stay at or above maintenance. Each chunk is a short's whole position or
+        // what is left of the long, never less.
+        for pass in [Pass::NoLessHealthy, Pass::StaysAboveMaintenance] {
+            for (rank, c) in ranked.iter_mut().enumerate() {
+                if left.is_zero() {
+                    break;
+                }
+                if !c.position.base.is_negative() {
+                    continue;
+                }
+                let size = c.position.base.abs()?.min(left);
+                // Each chunk rounds down on its own, so no short pays more than its contracts' value at the mark
+                // and its value at the mark (rounded down, as the waterfall values positions) never falls.
+                let amount = mark.value_floor(size, decimals)?;
+                let mut trial = c.position;
+                trial.base = trial.base.checked_add(size)?;
+                trial.quote = trial.quote.checked_sub(amount)?;
+                let before = self.health_at(c.id, now_s)?.maintenance;
+                let sub = &self.sub_accounts[c.id as usize];
+                let keep = (!trial.base.is_zero() || !trial.quote.is_zero()).then_some(trial);
+                let after = self
+                    .health_cache_with(sub, now_s, &[], &[(m, keep)], Guard::Liquidation)?
+                    .health()?
+                    .maintenance;
+                let allowed = match pass {
+                    Pass::NoLessHealthy => after >= before,
+                    Pass::StaysAboveMaintenance => after < before && !after.is_negative(),
+                };
+                if !allowed {
+                    continue;
+                }
+                c.touch(&mut market, mark, decimals)?;
+                shift(
+                    &mut market,
+                    &mut tp,
+                    &mut c.position,
+                    size,
+                    amount.checked_neg()?,
+                )?;
+                left = left.checked_sub(size)?;
+                events.push(Event::ClosedAtMark {
+                    market: symbol.clone(),
+                    bankrupt: target,
+                    counterparty: c.id,
+                    rank: rank as u32 + 1,
+                    base: TokenQuantity::from_native(size, decimals)?,
+                    price: mark,
+                    amount,
+                });
             }
-            if !c.position.base.is_negative() {
-                continue;
-            }
-            let size = c.position.base.abs()?.min(left);
-            // Each chunk rounds down on its own, so no short pays more than its contracts' value at the mark and
-            // its value at the mark (rounded down, as the waterfall values positions) never falls.
-            let amount = mark.value_floor(size, decimals)?;
-            c.touch(&mut market, mark, decimals)?;
-            shift(
-                &mut market,
-                &mut tp,
-                &mut c.position,
-                size,
-                amount.checked_neg()?,
-            )?;
-            left = left.checked_sub(size)?;
-            events.push(Event::ClosedAtMark {
-                market: symbol.clone(),
-                bankrupt: target,
-                counterparty: c.id,
-                rank: rank as u32 + 1,
-                base: TokenQuantity::from_native(size, decimals)?,
-                price: mark,
-                amount,
-            });
         }
         if !left.is_zero() {
-            // Every fill is two-sided, so the short side always holds at least the target's long.
             return Err(reject(
-                "perp_insolvent",
+                "no_counterparty",
                 format!(
-                    "{symbol}: the short side holds less than sub-account {target}'s long position"
+                    "{symbol}: the shorts that could buy back sub-account {target}'s long options without falling \
+                     below maintenance hold fewer than its {} contracts; resolve it after the market moves",
+                    TokenQuantity::from_native(tp.base, decimals)?
                 ),
             ));
         }
