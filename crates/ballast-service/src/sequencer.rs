@@ -12,7 +12,7 @@
 //! with `unavailable`, refuses everything after, and stops. A restart recovers from the store (`recover`), which
 //! holds exactly the acknowledged commands plus possibly a batch that was written but not answered.
 
-use crate::auth::{to_hex, AuthState, KeysConfig, PublicKey, Verified};
+use crate::auth::{AuthState, KeysConfig, PublicKey, Verified};
 use crate::error::ApiError;
 use ballast_engine::log::{decode_entry, sha256_hex, LogEncoder};
 use ballast_engine::{Command, Engine, Event, ProtocolConfig, Rejection};
@@ -43,6 +43,8 @@ pub struct Sequenced {
     pub seq: u64,
     /// SHA-256 of this entry's log line: the chain head once it is written.
     pub head: String,
+    /// Bytes of the log line.
+    pub line_bytes: usize,
     pub command: Command,
     pub signer: PublicKey,
     pub outcome: Outcome,
@@ -217,17 +219,18 @@ fn run(
             );
             let line = state.encoder.entry_with(&command, Some(&extra));
             let seq = state.encoder.seq();
-            entries.push(Entry { seq, line });
             done.push((
                 Sequenced {
                     seq,
                     head: state.encoder.head().to_string(),
+                    line_bytes: line.len(),
                     command,
                     signer: verified.signer,
                     outcome,
                 },
                 reply,
             ));
+            entries.push(Entry { seq, line });
         }
         if let Err(e) = store.append(&entries) {
             tracing::error!(error = %e, "store append failed; the sequencer stops");
@@ -247,9 +250,4 @@ fn run(
     }
     stopped.store(true, Ordering::Release);
     (state, store)
-}
-
-/// Hex of a signature, for tests and clients.
-pub fn signature_hex(signature: &ed25519_dalek::Signature) -> String {
-    to_hex(&signature.to_bytes())
 }

@@ -95,29 +95,29 @@ pub struct SubAccountSummary {
 
 #[derive(Debug, Serialize)]
 pub struct PoolSummary {
-    asset: String,
+    pub asset: String,
     /// Latest oracle price, USD per whole token; `null` before the first one.
-    price: Option<Price>,
-    total_supplied: TokenQuantity,
-    total_borrowed: TokenQuantity,
+    pub price: Option<Price>,
+    pub total_supplied: TokenQuantity,
+    pub total_borrowed: TokenQuantity,
     /// Tokens the pool holds (supplied minus borrowed, plus rounding kept by the venue).
-    vault: TokenQuantity,
-    utilization: Ratio,
+    pub vault: TokenQuantity,
+    pub utilization: Ratio,
     /// Annual borrow rate at the current utilization.
-    borrow_rate: Ratio,
+    pub borrow_rate: Ratio,
     /// Annual supply rate: `borrow_rate * utilization * (1 - reserve_factor)`.
-    supply_rate: Ratio,
-    borrow_index: Ratio,
-    supply_index: Ratio,
+    pub supply_rate: Ratio,
+    pub borrow_index: Ratio,
+    pub supply_index: Ratio,
     /// The asset's insurance fund: its deposit in the pool (whole tokens) and the shares outstanding.
-    insurance_fund: TokenQuantity,
-    insurance_shares: TokenQuantity,
+    pub insurance_fund: TokenQuantity,
+    pub insurance_shares: TokenQuantity,
     /// Ledger: bad debt the insurance fund has paid (for the quote asset, its payouts toward perp bankruptcies
     /// too), and bad debt written off against depositors, ever.
-    bad_debt_covered: TokenQuantity,
-    socialized_loss: TokenQuantity,
+    pub bad_debt_covered: TokenQuantity,
+    pub socialized_loss: TokenQuantity,
     /// Withdrawals and borrows are paused until this time (0: never paused).
-    withdrawals_paused_until: u64,
+    pub withdrawals_paused_until: u64,
 }
 
 /// One sub-account's stake in one asset's insurance fund.

@@ -14,6 +14,7 @@
 //! ballast vol fit --model ewma|garch --data FILE [--from DATE] [--to DATE] [--returns simple|log] [--lambda L] [--json]
 //! ballast backtest --data FILE [--data FILE ... --weights W1,W2,...] --method METHOD [--level P] --window N
 //!     [--from DATE] [--to DATE] [--returns simple|log] [--seed S] [--paths N] [--json]
+//! ballast serve --config CONFIG --keys KEYS.toml [--data DIR | --database URL] [--listen ADDR]
 //! ```
 //!
 //! The binary is thin: validation, state transitions and the log format live in `ballast-engine`; this crate reads
@@ -34,6 +35,7 @@ mod calibrate;
 mod check;
 mod option;
 mod run;
+mod serve;
 mod var;
 mod vol;
 
@@ -73,6 +75,9 @@ enum CliCommand {
     Vol(vol::VolArgs),
     /// Rolling VaR backtest with Kupiec, Christoffersen and the Basel traffic light.
     Backtest(backtest::BacktestArgs),
+    /// Run the live risk service: signed commands over HTTP, a durable log, a WebSocket event stream, metrics and a
+    /// dashboard.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +162,7 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         CliCommand::Var(args) => var::var(&args),
         CliCommand::Vol(args) => vol::vol(&args),
         CliCommand::Backtest(args) => backtest::backtest(&args),
+        CliCommand::Serve(args) => serve::serve(&args),
     }
 }
 
