@@ -4,6 +4,10 @@
 //! sequences prefixed by their length (u64). Maps are walked in key order (`BTreeMap`), balances in asset order.
 //! Derived state (the holder index, each balance's slot in it) is not hashed: two engines that reached the same
 //! state by different paths hash the same.
+//!
+//! One walk ([`Engine::encode`]) writes the encoding into a [`Sink`]: SHA-256 for [`Engine::state_hash`], a byte
+//! vector for [`Engine::snapshot`]. So a snapshot is exactly the bytes the hash consumes and cannot miss a hashed
+//! field; [`crate::snapshot`] documents the walk field by field and restores it.
 
 use crate::engine::{Engine, MarginKind};
 use sha2::{Digest, Sha256};

@@ -59,7 +59,8 @@
 //! Every length is bounded by the engine's limits (`crate::limits`) and by the bytes left before anything is
 //! allocated. Indices must name a listed asset, market or sub-account; keyed sequences must be strictly ascending;
 //! the configuration must pass the protocol file's rules ([`ProtocolConfig::from_file`]); owners and sub-accounts
-//! must name each other; oracle prices, volatilities and settlement prices must be in the ranges commands accept.
+//! must name each other; oracle prices, volatilities and settlement prices must be in the ranges commands accept,
+//! and times the engine sets from a command's timestamp (accrual, funding, phase start, publish) not after `now_s`.
 //! Then the engine is rebuilt and must pass [`Engine::check_invariants`] (conservation, the zero-sum of every
 //! market, health ordering), and re-encoding it must give back the input byte for byte (so a snapshot with, say,
 //! JSON spelled differently is refused rather than restored under another hash). Any failure is a typed
@@ -352,6 +353,19 @@ fn check_price(offset: usize, field: String, p: Price) -> Result<Price> {
     Ok(p)
 }
 
+/// A time the engine set from a command's timestamp: never after the engine's time.
+fn not_after_now(offset: usize, field: impl Fn() -> String, time_s: u64, now_s: u64) -> Result<()> {
+    if time_s > now_s {
+        return Err(out_of_range(
+            offset,
+            field(),
+            time_s,
+            &format!("it is set at a command's time, so it is not after now_s {now_s}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A sub-account as the walk holds it, before it is rebuilt.
 struct SubRecord {
     owner: u64,
@@ -407,7 +421,14 @@ impl Engine {
             let borrows_scaled = i("borrows_scaled")?;
             let supply_index = Ratio::from_raw(i("supply_index")?);
             let borrow_index = Ratio::from_raw(i("borrow_index")?);
+            let offset = d.pos;
             let last_accrual_s = d.u64(name!("asset {a} pool last_accrual_s"))?;
+            not_after_now(
+                offset,
+                || format!("asset {a} pool last_accrual_s"),
+                last_accrual_s,
+                now_s,
+            )?;
             let mut i = |field: &'static str| d.i128(name!("asset {a} pool {field}"));
             let vault = TokenAmount::from_raw(i("vault")?);
             let treasury_scaled = i("treasury_scaled")?;
@@ -501,7 +522,14 @@ impl Engine {
             let mut i = |field: &'static str| d.i128(name!("market {m} {field}"));
             let open_interest = TokenAmount::from_raw(i("open_interest")?);
             let funding_index = Price::from_raw(i("funding_index")?);
+            let offset = d.pos;
             let last_funding_s = d.u64(name!("market {m} last_funding_s"))?;
+            not_after_now(
+                offset,
+                || format!("market {m} last_funding_s"),
+                last_funding_s,
+                now_s,
+            )?;
             let funding_rate = Ratio::from_raw(d.i128(name!("market {m} funding_rate"))?);
             let funding_rate_until_s = d.u64(name!("market {m} funding_rate_until_s"))?;
             let mut i = |field: &'static str| d.i128(name!("market {m} {field}"));
@@ -517,7 +545,14 @@ impl Engine {
             let paused = d.bool(name!("market {m} paused"))?;
             let multiplier_from = Ratio::from_raw(d.i128(name!("market {m} multiplier_from"))?);
             let multiplier_to = Ratio::from_raw(d.i128(name!("market {m} multiplier_to"))?);
+            let offset = d.pos;
             let phase_start_s = d.u64(name!("market {m} phase_start_s"))?;
+            not_after_now(
+                offset,
+                || format!("market {m} phase_start_s"),
+                phase_start_s,
+                now_s,
+            )?;
             let phase_s = d.u64(name!("market {m} phase_s"))?;
             let offset = d.pos;
             let mark_vol = Ratio::from_raw(d.i128(name!("market {m} mark_vol"))?);
