@@ -405,6 +405,40 @@ impl Engine {
         idx
     }
 
+    /// Appends a sub-account restored from a snapshot (`crate::snapshot`), through the same paths as
+    /// `open_sub_account`, `set_balance`, `set_perp` and `set_below_maintenance`, so that every piece of derived
+    /// state (holder index and rows, maintenance caches, market holder sets, margin flag bits) is what those paths
+    /// build. The caller has checked every index, count, order and non-zero rule.
+    pub(crate) fn restore_sub_account(
+        &mut self,
+        owner: OwnerId,
+        margin: MarginKind,
+        below_maintenance: bool,
+        balances: &[(AssetIdx, i128)],
+        perps: &[PerpPosition],
+    ) {
+        let id = self.sub_accounts.len() as SubAccountId;
+        if id.is_multiple_of(64) {
+            self.below_maintenance_bits.push(0);
+        }
+        self.sub_accounts.push(SubAccount {
+            owner,
+            margin,
+            balances: Vec::with_capacity(balances.len()),
+            perps: Vec::with_capacity(perps.len()),
+            below_maintenance: false,
+            maintenance: Vec::with_capacity(balances.len() + perps.len()),
+            evaluated: 0,
+        });
+        for &(asset, scaled) in balances {
+            self.set_balance(id, asset, scaled);
+        }
+        for p in perps {
+            self.set_perp(id, p.market, Some(*p));
+        }
+        self.set_below_maintenance(id, below_maintenance);
+    }
+
     /// Writes a pool, keeping its pre-image in the journal.
     fn commit_pool(&mut self, asset: AssetIdx, pool: Pool) {
         let old = std::mem::replace(&mut self.pools[asset as usize], pool);
@@ -1761,6 +1795,14 @@ impl Engine {
             return Err(reject(
                 "duplicate_asset",
                 format!("asset {} is already listed", asset.symbol),
+            ));
+        }
+        // The protocol file refuses an asset and a market sharing a symbol; so does listing, and every state stays
+        // one whose configuration the protocol file's rules accept (a snapshot restores only such a state).
+        if self.market_by_symbol.contains_key(&asset.symbol) {
+            return Err(reject(
+                "duplicate_asset",
+                format!("{} is already a market's symbol", asset.symbol),
             ));
         }
         if self.assets.len() >= MAX_ASSETS {
@@ -3193,7 +3235,13 @@ impl Engine {
     /// Checks every cross-cutting invariant: per-pool conservation, scaled totals equal the sum of balances,
     /// the holder index, limits and health-level ordering. Used by tests and debug builds.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let provided: i128 = self.lp_shares.values().sum();
+        // Checked sums throughout: a restored snapshot (`crate::snapshot`) may hold any values, and this check must
+        // report them, not overflow.
+        let provided = self
+            .lp_shares
+            .values()
+            .try_fold(0i128, |sum, s| sum.checked_add(*s))
+            .ok_or("pool shares held overflow")?;
         if provided != self.lp.total_shares || self.lp_shares.values().any(|s| *s <= 0) {
             return Err(format!(
                 "pool shares held {provided} != outstanding {}",
@@ -3245,20 +3293,27 @@ impl Engine {
                     ));
                 }
                 holder_count[b.asset as usize] += 1;
-                if b.scaled > 0 {
-                    deposits[b.asset as usize] += b.scaled;
+                let total = if b.scaled > 0 {
+                    deposits[b.asset as usize].checked_add(b.scaled)
                 } else {
-                    borrows[b.asset as usize] -= b.scaled;
+                    borrows[b.asset as usize].checked_sub(b.scaled)
+                };
+                let total =
+                    total.ok_or_else(|| format!("asset {}: balances sum beyond i128", b.asset))?;
+                if b.scaled > 0 {
+                    deposits[b.asset as usize] = total;
+                } else {
+                    borrows[b.asset as usize] = total;
                 }
             }
         }
         for (a, pool) in self.pools.iter().enumerate() {
-            let staked: i128 = self
+            let staked = self
                 .stakes
                 .iter()
                 .filter(|((_, asset), _)| *asset as usize == a)
-                .map(|(_, s)| s.shares)
-                .sum();
+                .try_fold(0i128, |sum, (_, s)| sum.checked_add(s.shares))
+                .ok_or_else(|| format!("pool {}: stakes overflow", self.assets[a].symbol))?;
             if staked != pool.insurance_shares {
                 return Err(format!(
                     "pool {}: insurance shares {} != stakes {staked}",
@@ -3381,7 +3436,11 @@ impl Engine {
             let symbol = &self.assets[a].symbol;
             pool.check_conservation()
                 .map_err(|e| format!("pool {symbol}: {e}"))?;
-            if deposits[a] + pool.treasury_scaled + pool.insurance_scaled != pool.deposits_scaled {
+            if deposits[a]
+                .checked_add(pool.treasury_scaled)
+                .and_then(|d| d.checked_add(pool.insurance_scaled))
+                != Some(pool.deposits_scaled)
+            {
                 return Err(format!(
                     "pool {symbol}: scaled deposits {} != accounts {} + treasury {} + insurance {}",
                     pool.deposits_scaled, deposits[a], pool.treasury_scaled, pool.insurance_scaled

@@ -4,6 +4,10 @@
 //! sequences prefixed by their length (u64). Maps are walked in key order (`BTreeMap`), balances in asset order.
 //! Derived state (the holder index, each balance's slot in it) is not hashed: two engines that reached the same
 //! state by different paths hash the same.
+//!
+//! One walk ([`Engine::encode`]) writes the encoding into a [`Sink`]: SHA-256 for [`Engine::state_hash`], a byte
+//! vector for [`Engine::snapshot`]. So a snapshot is exactly the bytes the hash consumes and cannot miss a hashed
+//! field; [`crate::snapshot`] documents the walk field by field and restores it.
 
 use crate::engine::{Engine, MarginKind};
 use sha2::{Digest, Sha256};
@@ -12,28 +16,62 @@ use sha2::{Digest, Sha256};
 /// funding rate, the counterparty pool and its shares; v4: option series, their mark volatility and settlement price, portfolio margin).
 pub const STATE_HASH_FORMAT: &str = "ballast-state-v4";
 
-struct Encoder(Sha256);
+/// Where the encoding goes: a SHA-256 hasher ([`Engine::state_hash`]) or a byte vector ([`Engine::snapshot`]).
+pub(crate) trait Sink {
+    fn write(&mut self, bytes: &[u8]);
+}
 
-impl Encoder {
+impl Sink for Sha256 {
+    fn write(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Writes the encoding's primitive values into a [`Sink`].
+pub(crate) struct Encoder<S: Sink>(pub S);
+
+impl<S: Sink> Encoder<S> {
     fn u64(&mut self, v: u64) {
-        self.0.update(v.to_le_bytes());
+        self.0.write(&v.to_le_bytes());
     }
     fn i128(&mut self, v: i128) {
-        self.0.update(v.to_le_bytes());
+        self.0.write(&v.to_le_bytes());
     }
     fn bool(&mut self, v: bool) {
-        self.0.update([v as u8]);
+        self.0.write(&[v as u8]);
     }
     fn bytes(&mut self, v: &[u8]) {
         self.u64(v.len() as u64);
-        self.0.update(v);
+        self.0.write(v);
     }
 }
 
 impl Engine {
-    /// SHA-256 of the canonical encoding of the whole state, as lowercase hex.
+    /// SHA-256 of the canonical encoding of the whole state, as lowercase hex: the SHA-256 of
+    /// [`Engine::snapshot`]'s bytes.
     pub fn state_hash(&self) -> String {
         let mut e = Encoder(Sha256::new());
+        self.encode(&mut e);
+        let digest = e.0.finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The canonical encoding of the whole state: exactly the bytes [`Engine::state_hash`] hashes, and what
+    /// [`Engine::from_snapshot`] restores (the format is documented in [`crate::snapshot`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut e = Encoder(Vec::new());
+        self.encode(&mut e);
+        e.0
+    }
+
+    /// The one walk over every persistent field, in the documented order.
+    pub(crate) fn encode<S: Sink>(&self, e: &mut Encoder<S>) {
         e.bytes(STATE_HASH_FORMAT.as_bytes());
         e.u64(self.now_s);
         e.u64(self.applied);
@@ -172,7 +210,5 @@ impl Engine {
                 e.i128(p.funding_snapshot.raw());
             }
         }
-        let digest = e.0.finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -21,6 +21,7 @@ pub mod oracle;
 pub mod perp;
 pub mod pool;
 pub mod portfolio;
+pub mod snapshot;
 
 pub use command::{
     Command, CommandKind, Event, MarginSpec, OwnerId, Rejection, SliceBalance, SlicePosition,
@@ -31,3 +32,4 @@ pub use engine::{
     AssetIdx, Engine, LpPool, MarginKind, SubAccount, POOL_OWNER, POOL_SHARE_DECIMALS,
 };
 pub use health::Health;
+pub use snapshot::SnapshotError;

@@ -527,8 +527,12 @@ impl Market {
         for p in positions {
             total = total.wrapping_add(w(p.quote.raw()).wrapping_mul(w(d)));
             total = total.wrapping_add(w(p.base.raw()).wrapping_mul(w(p.funding_snapshot.raw())));
-            base_sum += p.base.raw();
-            long += p.base.raw().max(0);
+            base_sum = base_sum
+                .checked_add(p.base.raw())
+                .ok_or("positions' base overflows")?;
+            long = long
+                .checked_add(p.base.raw().max(0))
+                .ok_or("long positions overflow")?;
         }
         if base_sum != 0 {
             return Err(format!("positions' base sums to {base_sum}, not 0"));

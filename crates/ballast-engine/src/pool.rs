@@ -397,7 +397,7 @@ impl Pool {
 
     /// Checks the exact conservation identity (module docs) and the token flow `vault == total_in - total_out`.
     pub fn check_conservation(&self) -> Result<(), String> {
-        if self.vault.raw() != self.total_in.raw() - self.total_out.raw() {
+        if Some(self.vault.raw()) != self.total_in.raw().checked_sub(self.total_out.raw()) {
             return Err(format!(
                 "vault {} != in {} - out {}",
                 self.vault.raw(),

@@ -706,3 +706,174 @@ pub fn one_btc_long() -> (Venue, u32, u32) {
     v.fill("BTC-PERP", a, b, true, "1", "60000").unwrap();
     (v, a, b)
 }
+
+/// A random session (for [`flat_config`]) of option writers and buyers, cross and portfolio-margined, with perps beside them: fills,
+/// volatility prints, price moves with shocks, liquidations, settlements, bankruptcies, then expiry and the
+/// closing of every series.
+pub fn option_stream(seed: u64, n_traders: u32, n_moves: usize) -> Vec<ballast_engine::Command> {
+    use ballast_engine::command::Side;
+    use ballast_num::TokenQuantity;
+    // The example protocol's two option series and their expiry (see tests/options.rs).
+    const CALL: &str = "BTC-29DEC23-60000-C";
+    const PUT: &str = "BTC-29DEC23-50000-P";
+    const EXPIRY: u64 = 1_703_836_800;
+    let mut rng = Rng::new(seed);
+    // Three days before expiry, so that short-expiry volatility shocks and the expiry itself are in play.
+    let mut t = EXPIRY - 3 * 86_400;
+    let mut out = Vec::new();
+    let mut btc = 60_000i128;
+    let publish = |out: &mut Vec<ballast_engine::Command>, t: u64, btc: i128| {
+        for (asset, p) in [("USDC", 1i128), ("BTC", btc), ("ETH", 3_000), ("SOL", 150)] {
+            out.push(cmd(
+                t,
+                CommandKind::OraclePrice {
+                    asset: asset.into(),
+                    price: Price::from_raw(p * 1_000_000_000_000),
+                    confidence: Price::from_raw(p * 100_000_000),
+                    publish_time: t,
+                },
+            ));
+        }
+    };
+    publish(&mut out, t, btc);
+    for owner in 0..=n_traders as u64 {
+        out.push(cmd(t, CommandKind::CreateAccount { owner }));
+        let margin = if owner > 0 && rng.chance(50) {
+            MarginSpec::Portfolio
+        } else {
+            MarginSpec::Cross
+        };
+        out.push(cmd(t, CommandKind::OpenSubAccount { owner, margin }));
+        let usdc = if owner == 0 {
+            10_000_000
+        } else {
+            2_000 + rng.below(30_000) as i128
+        };
+        out.push(cmd(
+            t,
+            CommandKind::Deposit {
+                sub_account: owner as u32,
+                asset: "USDC".into(),
+                amount: TokenQuantity::from_int(usdc).unwrap(),
+            },
+        ));
+        if owner > 0 && rng.chance(30) {
+            out.push(cmd(
+                t,
+                CommandKind::Deposit {
+                    sub_account: owner as u32,
+                    asset: "BTC".into(),
+                    amount: TokenQuantity::from_int(1).unwrap(),
+                },
+            ));
+        }
+    }
+    out.push(cmd(t, CommandKind::RegisterLiquidator { sub_account: 0 }));
+    let markets = [CALL, PUT, "BTC-PERP"];
+    for _ in 0..n_moves {
+        for _ in 0..5 {
+            let market = *rng.pick(&markets);
+            let taker = 1 + rng.below(n_traders as u64) as u32;
+            let maker = 1 + rng.below(n_traders as u64) as u32;
+            let steps = 1 + rng.below(1_000) as i128; // 0.01 .. 10 contracts
+            let premium = match market {
+                "BTC-PERP" => btc,
+                CALL => (btc - 60_000).max(0) + 1_000 + rng.below(4_000) as i128,
+                _ => (50_000 - btc).max(0) + 100 + rng.below(2_000) as i128,
+            };
+            out.push(cmd(
+                t,
+                CommandKind::PerpFill {
+                    market: market.into(),
+                    taker,
+                    maker,
+                    side: if rng.chance(50) {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    },
+                    size: TokenQuantity::from_raw(steps * 10i128.pow(16)),
+                    price: Price::from_raw(premium * 1_000_000_000_000),
+                },
+            ));
+        }
+        t += 600;
+        let shock = match rng.below(100) {
+            0..=7 => 20,
+            8..=22 => 8,
+            _ => 2,
+        };
+        btc = (btc * (100 + rng.below(2 * shock + 1) as i128 - shock as i128) / 100).max(1_000);
+        publish(&mut out, t, btc);
+        if rng.chance(30) {
+            out.push(cmd(
+                t,
+                CommandKind::OptionVol {
+                    market: (*rng.pick(&[CALL, PUT])).into(),
+                    vol: ballast_num::Ratio::from_raw(
+                        (30 + rng.below(120) as i128) * 10i128.pow(16),
+                    ),
+                },
+            ));
+        }
+        for target in 1..=n_traders {
+            if rng.chance(50) {
+                out.push(cmd(
+                    t,
+                    CommandKind::Liquidate {
+                        liquidator: 0,
+                        target,
+                    },
+                ));
+            }
+            let winner = rng.below(n_traders as u64 + 1) as u32;
+            let market = *rng.pick(&markets);
+            out.push(cmd(
+                t,
+                CommandKind::SettlePnl {
+                    market: market.into(),
+                    winner,
+                    loser: target,
+                },
+            ));
+            out.push(cmd(t, CommandKind::ResolveBankruptcy { target }));
+        }
+    }
+    // Expiry: the settlement price needs a print close to the slow reference price, which the last shocks may have
+    // left behind, so BTC is printed at its last price for two and a half hours (each print moves the reference at
+    // most 60 s worth, 1/60 of the gap). Then both series close and every trader settles.
+    t = t.max(EXPIRY) + 60;
+    for _ in 0..150 {
+        t += 60;
+        out.push(cmd(
+            t,
+            CommandKind::OraclePrice {
+                asset: "BTC".into(),
+                price: Price::from_raw(btc * 1_000_000_000_000),
+                confidence: Price::from_raw(btc * 100_000_000),
+                publish_time: t,
+            },
+        ));
+    }
+    publish(&mut out, t + 1, btc);
+    t += 1;
+    for market in [CALL, PUT] {
+        out.push(cmd(
+            t,
+            CommandKind::ExpireMarket {
+                market: market.into(),
+            },
+        ));
+        for target in 1..=n_traders {
+            out.push(cmd(
+                t,
+                CommandKind::SettlePnl {
+                    market: market.into(),
+                    winner: rng.below(n_traders as u64 + 1) as u32,
+                    loser: target,
+                },
+            ));
+        }
+    }
+    out
+}
